@@ -1,0 +1,1 @@
+"""Ray actor classes of raytune-inc: the evaluator actor and its pool."""

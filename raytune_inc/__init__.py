@@ -1,0 +1,33 @@
+"""raytune-inc: accuracy-driven low-precision tuning of PyTorch models, run on Ray."""
+
+from .criterion import AccuracyCriterion
+from .records import Evaluation, Trial, TuneResult
+from .run import TuningError
+from .space import Config, Op, TuningSpace
+from .strategies import (
+    AutoMixedPrecisionStrategy,
+    ConservativeStrategy,
+    Strategy,
+    get_strategy,
+    known_strategies,
+    register_strategy,
+)
+from .tuner import tune_space
+
+__all__ = [
+    "AccuracyCriterion",
+    "AutoMixedPrecisionStrategy",
+    "Config",
+    "ConservativeStrategy",
+    "Evaluation",
+    "Op",
+    "Strategy",
+    "Trial",
+    "TuneResult",
+    "TuningError",
+    "TuningSpace",
+    "get_strategy",
+    "known_strategies",
+    "register_strategy",
+    "tune_space",
+]

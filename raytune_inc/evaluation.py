@@ -1,0 +1,46 @@
+"""Calling the user's evaluation function on one config, safely, wherever it runs."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import socket
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from .records import ERROR, OK, Evaluation
+from .space import Config
+
+EvaluateFn = Callable[[dict[str, str]], float]
+
+
+def as_accuracy(value: Any, config: Config) -> float:
+    """`value` as a float, or TypeError naming the config: an accuracy must be a real number."""
+    if isinstance(value, (bool, str, bytes)) or not (isinstance(value, numbers.Real) or hasattr(type(value), "__float__")):
+        raise TypeError(
+            f"the evaluation function returned {type(value).__name__} {value!r:.80} for config {config.as_dict()}; "
+            "it must return the accuracy as a number"
+        )
+    try:
+        return float(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"the evaluation function returned {type(value).__name__} {value!r:.80} for config {config.as_dict()}, "
+            f"which is not a single number: {exc}"
+        ) from exc
+
+
+def evaluate_config(evaluate: EvaluateFn, config: Config, worker: str = "in-process", device: str | None = None) -> Evaluation:
+    """Run `evaluate` on `config`. An exception or NaN gives an errored Evaluation; a non-number raises TypeError."""
+    start = time.time()
+    try:
+        value = evaluate(config.as_dict())
+    except Exception:
+        return Evaluation(config, None, ERROR, traceback.format_exc(), start, time.time(), worker, socket.gethostname(), device)
+    end = time.time()
+    accuracy = as_accuracy(value, config)
+    if math.isnan(accuracy):
+        return Evaluation(config, None, ERROR, "the evaluation returned NaN", start, end, worker, socket.gethostname(), device)
+    return Evaluation(config, accuracy, OK, None, start, end, worker, socket.gethostname(), device)

@@ -1,0 +1,74 @@
+"""Records of a run: one evaluation, one committed trial, and the result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .space import Config
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+OK, ERROR, CANCELLED = "ok", "error", "cancelled"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One call of the evaluation function on one config, wherever it ran.
+
+    `accuracy` is None when the evaluation raised or returned NaN; `error` then says
+    why (with the traceback text where there was one).
+    """
+
+    config: Config
+    accuracy: float | None
+    status: str = OK
+    error: str | None = None
+    start: float = 0.0
+    end: float = 0.0
+    worker: str = "in-process"
+    node: str = ""
+    device: str | None = None
+
+
+@dataclass(frozen=True)
+class Trial:
+    """A committed trial: the `seq`-th new config the strategy's sequential walk evaluated."""
+
+    seq: int
+    config: dict[str, str]
+    accuracy: float | None
+    meets: bool
+    stage: str
+    error: str | None = None
+
+    @property
+    def status(self) -> str:
+        return OK if self.error is None else ERROR
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """The outcome of a tuning run.
+
+    `config` is the tuned config (op name -> precision), None when no config met the
+    goal; `accuracy` its accuracy. `trials` are the committed trials in strategy order;
+    `history` has every evaluation, speculative ones included. `stop_reason` is
+    "finished", "max_trials" or "timeout". `evaluations` counts every evaluation (the
+    baseline and speculative ones included); `wall_time` is the run's duration in
+    seconds, `startup_time` the part of it before the first evaluation started (Ray
+    and evaluator start-up).
+    """
+
+    config: dict[str, str] | None
+    accuracy: float | None
+    baseline: float
+    trials: list[Trial]
+    history: pa.Table
+    strategy: str
+    stop_reason: str
+    run_id: str
+    evaluations: int = 0
+    wall_time: float = 0.0
+    startup_time: float = 0.0

@@ -1,0 +1,21 @@
+"""workers=0: the in-process executor. One evaluation at a time, in strategy order, no Ray."""
+
+from __future__ import annotations
+
+from .committed_path import TIMEOUT
+from .evaluation import evaluate_config
+from .run import BASELINE_STAGE, TuningRun
+
+
+class SequentialExecutor:
+    def run(self, run: TuningRun) -> None:
+        if run.baseline is None:
+            row = run.dispatch(run.space.all_fp32(), BASELINE_STAGE)
+            run.set_baseline(run.complete(row, evaluate_config(run.evaluate, row.config)).evaluation)
+        path = run.start_path()
+        while (candidate := path.next_trial()) is not None:
+            if run.expired():
+                path.stop(TIMEOUT)
+                break
+            row = run.dispatch(candidate.config, candidate.stage)
+            run.commit(run.complete(row, evaluate_config(run.evaluate, row.config)))

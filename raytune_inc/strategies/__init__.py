@@ -1,0 +1,18 @@
+"""Tuning strategies as pure sequential generators, registered by name."""
+
+from .auto_mixed_precision import AutoMixedPrecisionStrategy
+from .base import Candidate, Outcome, Plan, Strategy, get_strategy, known_strategies, register_strategy
+from .conservative import ConservativeStrategy, op_type_order
+
+__all__ = [
+    "AutoMixedPrecisionStrategy",
+    "Candidate",
+    "ConservativeStrategy",
+    "Outcome",
+    "Plan",
+    "Strategy",
+    "get_strategy",
+    "known_strategies",
+    "op_type_order",
+    "register_strategy",
+]

@@ -1,0 +1,79 @@
+"""What a strategy is: a pure sequential generator of candidate configs.
+
+A strategy yields a `Candidate`, is sent back the `Outcome` of its config, decides,
+and yields the next. It never sees Ray, torch, Arrow or the clock, and it knows
+nothing of dedupe, max_trials or timeouts: the driver applies those. Its result is
+the last candidate it was told meets the goal (the accepted config of
+conservative, the first that meets of auto mixed precision), so a run stopped
+early still has one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..criterion import AccuracyCriterion
+from ..space import Config, TuningSpace
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A config a strategy asks to have evaluated, and the stage of the strategy that asks."""
+
+    config: Config
+    stage: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a strategy learns of a candidate: its accuracy (None if the evaluation failed) and whether it meets the goal."""
+
+    accuracy: float | None
+    meets: bool
+
+
+Plan = Generator[Candidate, Outcome, None]
+
+
+class Strategy:
+    """Base of the strategies: a name, a check of the run's inputs, and the plan generator.
+
+    Subclasses never yield the all-fp32 config (it is the baseline, never a candidate).
+    """
+
+    name: ClassVar[str]
+
+    def check(self, space: TuningSpace, precisions: tuple[str, ...]) -> None:
+        """Raise ValueError if this strategy has nothing to tune in `space` with `precisions`."""
+
+    def plan(self, space: TuningSpace, precisions: tuple[str, ...], criterion: AccuracyCriterion) -> Plan:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+_REGISTRY: dict[str, type[Strategy]] = {}
+
+
+def register_strategy(cls: type[Strategy]) -> type[Strategy]:
+    """Class decorator: make `cls` available by its `name` to `tune_space(strategy=...)`."""
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"a strategy named {cls.name!r} is already registered: {_REGISTRY[cls.name].__name__}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def known_strategies() -> tuple[str, ...]:
+    return tuple(sorted(_REGISTRY))
+
+
+def get_strategy(strategy: str | Strategy) -> Strategy:
+    """A strategy instance from a registered name, or `strategy` itself if it is one."""
+    if isinstance(strategy, Strategy):
+        return strategy
+    if isinstance(strategy, str) and strategy in _REGISTRY:
+        return _REGISTRY[strategy]()
+    raise ValueError(f"unknown strategy {strategy!r}; known strategies are {', '.join(known_strategies())}")

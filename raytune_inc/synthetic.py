@@ -1,0 +1,60 @@
+"""Synthetic tuning spaces and deterministic evaluations, for the example job, tests and benchmarks.
+
+The evaluation models what a real model does to first order: each op at a lower
+precision costs a fixed accuracy loss, and losses add up
+(`accuracy = baseline - sum(loss[op, precision])`). An optional sleep gives every
+evaluation a cost, as a real evaluation has.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+
+from .space import LOWER_PRECISIONS, Op, TuningSpace
+
+OP_TYPES = ("Conv2d", "Linear", "MatMul", "BatchMatMul", "LayerNorm", "Embedding")
+# Typical relative cost of each precision: int8 loses most, bf16 (short mantissa) more than fp16.
+PRECISION_SCALE = {"bf16": 0.4, "fp16": 0.15, "int8": 1.0}
+
+
+def random_space(n_ops: int, seed: int = 0) -> TuningSpace:
+    """A model-like space of `n_ops` ops: convs and linears (all precisions) and a few others (bf16/fp16)."""
+    rng = random.Random(seed)
+    ops = []
+    for i in range(n_ops):
+        op_type = rng.choices(OP_TYPES, weights=(4, 4, 1, 1, 1, 1))[0]
+        precisions = LOWER_PRECISIONS if op_type in ("Conv2d", "Linear", "MatMul", "BatchMatMul") else ("bf16", "fp16")
+        ops.append(Op(f"layer{i}.{op_type.lower()}", op_type, precisions))
+    return TuningSpace(ops)
+
+
+@dataclass
+class AdditiveLossEvaluation:
+    """accuracy = baseline - sum of per-op losses; a picklable, deterministic evaluation function.
+
+    Most ops lose little; `sensitive` of them lose a lot at int8, so that the whole-type
+    trials fail and the op-wise fallback has work to do. `cost` seconds of sleep per call.
+    """
+
+    space: TuningSpace
+    seed: int = 0
+    baseline: float = 0.95
+    sensitive: float = 0.15
+    cost: float = 0.0
+    losses: dict[tuple[str, str], float] = field(init=False)
+
+    def __post_init__(self) -> None:
+        rng = random.Random(self.seed)
+        self.losses = {}
+        for op in self.space:
+            sensitive = rng.random() < self.sensitive
+            base = rng.uniform(0.004, 0.02) if sensitive else rng.uniform(0.0, 0.0008)
+            for p in op.precisions:
+                self.losses[(op.name, p)] = round(base * PRECISION_SCALE[p], 5)
+
+    def __call__(self, config: dict[str, str]) -> float:
+        if self.cost:
+            time.sleep(self.cost)
+        return round(self.baseline - sum(self.losses.get(item, 0.0) for item in config.items()), 6)

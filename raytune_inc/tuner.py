@@ -1,0 +1,57 @@
+"""`tune_space`: the public entry point at the level of a tuning space."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from pathlib import Path
+
+from .criterion import AccuracyCriterion
+from .evaluation import EvaluateFn
+from .records import TuneResult
+from .run import Executor, TuningRun
+from .sequential import SequentialExecutor
+from .space import TuningSpace
+from .strategies import Strategy
+
+
+def make_executor(workers: int) -> Executor:
+    if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 0:
+        raise ValueError(f"workers must be an integer >= 0 (0: in-process, no Ray; N: N Ray evaluator actors), got {workers!r}")
+    if workers == 0:
+        return SequentialExecutor()
+    from .driver import RayExecutor  # Ray is imported only when it is used
+
+    return RayExecutor(int(workers))
+
+
+def tune_space(
+    space: TuningSpace,
+    evaluate: EvaluateFn,
+    strategy: str | Strategy = "conservative",
+    accuracy: AccuracyCriterion | None = None,
+    precisions: Sequence[str] = ("bf16", "fp16", "int8"),
+    max_trials: int = 100,
+    timeout: float = 0,
+    workers: int = 4,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    baseline: float | None = None,
+) -> TuneResult:
+    """Find the most quantized config of `space` whose accuracy meets the goal.
+
+    `evaluate(config)` takes a dict op name -> precision and returns the accuracy.
+    `strategy` is "conservative", "auto_mixed_precision" or a Strategy instance.
+    `accuracy` defaults to AccuracyCriterion() (1% relative loss, higher is better).
+    `max_trials` caps the committed trials (baseline excluded); `timeout` (seconds,
+    0: none) stops dispatching and returns what was committed. `workers=0` runs in
+    this process, sequentially; `workers=N` evaluates on N Ray actors, speculatively,
+    with the same committed trials and result. `baseline=None` evaluates the all-fp32 config first.
+    """
+    run = TuningRun(space, evaluate, strategy, accuracy, precisions, max_trials, timeout, baseline)
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs checkpoint=DIR, the directory of the history to resume")
+    if checkpoint is not None:
+        raise NotImplementedError("checkpoint/resume is not built yet")
+    make_executor(workers).run(run)
+    return run.result()

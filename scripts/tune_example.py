@@ -1,0 +1,56 @@
+"""The main job: tune a built-in example space with a deterministic evaluation and print the result.
+
+python scripts/tune_example.py [--ops 24] [--strategy conservative] [--workers 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import time
+
+from raytune_inc import AccuracyCriterion, known_strategies, tune_space
+from raytune_inc.synthetic import AdditiveLossEvaluation, random_space
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ops", type=int, default=24, help="ops in the example space")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--strategy", default="conservative", choices=known_strategies())
+    parser.add_argument("--tolerable-loss", type=float, default=0.01)
+    parser.add_argument("--cost", type=float, default=0.0, help="seconds each evaluation sleeps")
+    parser.add_argument("--workers", type=int, default=0, help="0: in-process, sequential")
+    args = parser.parse_args()
+
+    space = random_space(args.ops, seed=args.seed)
+    evaluate = AdditiveLossEvaluation(space, seed=args.seed, cost=args.cost)
+    start = time.perf_counter()
+    res = tune_space(
+        space,
+        evaluate,
+        strategy=args.strategy,
+        accuracy=AccuracyCriterion(tolerable_loss=args.tolerable_loss),
+        workers=args.workers,
+    )
+    elapsed = time.perf_counter() - start
+
+    print(
+        f"{args.strategy} on {len(space)} ops: {len(res.trials)} trials, {res.evaluations} evaluations, "
+        f"{elapsed:.2f} s, stopped: {res.stop_reason}"
+    )
+    for t in res.trials:
+        changed = {k: v for k, v in t.config.items() if v != "fp32"}
+        print(f"  #{t.seq:<3} {t.stage:<22} acc={t.accuracy!s:<9} {'meets' if t.meets else 'fails':5}  {len(changed)} ops lowered")
+    print(f"baseline {res.baseline:.4f}, goal >= {res.baseline * (1 - args.tolerable_loss):.4f}")
+    if res.config is None:
+        print("no config meets the goal")
+        return
+    counts = collections.Counter(res.config.values())
+    print(f"tuned accuracy {res.accuracy:.4f}; precisions: {dict(sorted(counts.items()))}")
+    for name, precision in res.config.items():
+        print(f"  {name:<24} {precision}")
+
+
+if __name__ == "__main__":
+    main()
