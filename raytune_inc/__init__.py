@@ -13,6 +13,7 @@ from .strategies import (
     register_strategy,
 )
 from .tuner import tune_space
+from .workers import Workers
 
 __all__ = [
     "AccuracyCriterion",
@@ -26,6 +27,7 @@ __all__ = [
     "TuneResult",
     "TuningError",
     "TuningSpace",
+    "Workers",
     "get_strategy",
     "known_strategies",
     "register_strategy",

@@ -16,7 +16,7 @@ from .space import LOWER_PRECISIONS, Op, TuningSpace
 
 OP_TYPES = ("Conv2d", "Linear", "MatMul", "BatchMatMul", "LayerNorm", "Embedding")
 # Typical relative cost of each precision: int8 loses most, bf16 (short mantissa) more than fp16.
-PRECISION_SCALE = {"bf16": 0.4, "fp16": 0.15, "int8": 1.0}
+PRECISION_SCALE = {"bf16": 0.1, "fp16": 0.05, "int8": 1.0}
 
 
 def random_space(n_ops: int, seed: int = 0) -> TuningSpace:
@@ -34,14 +34,16 @@ def random_space(n_ops: int, seed: int = 0) -> TuningSpace:
 class AdditiveLossEvaluation:
     """accuracy = baseline - sum of per-op losses; a picklable, deterministic evaluation function.
 
-    Most ops lose little; `sensitive` of them lose a lot at int8, so that the whole-type
-    trials fail and the op-wise fallback has work to do. `cost` seconds of sleep per call.
+    Most ops lose little (up to `typical_loss` at int8); a `sensitive` fraction of them lose
+    a lot, so that whole-type trials fail and the op-wise fallback has work to do, where
+    most op-wise trials pass. `cost` seconds of sleep per call.
     """
 
     space: TuningSpace
     seed: int = 0
     baseline: float = 0.95
     sensitive: float = 0.15
+    typical_loss: float = 0.0003
     cost: float = 0.0
     losses: dict[tuple[str, str], float] = field(init=False)
 
@@ -50,7 +52,7 @@ class AdditiveLossEvaluation:
         self.losses = {}
         for op in self.space:
             sensitive = rng.random() < self.sensitive
-            base = rng.uniform(0.004, 0.02) if sensitive else rng.uniform(0.0, 0.0008)
+            base = rng.uniform(0.004, 0.02) if sensitive else rng.uniform(0.0, self.typical_loss)
             for p in op.precisions:
                 self.losses[(op.name, p)] = round(base * PRECISION_SCALE[p], 5)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,16 +12,16 @@ from .run import Executor, TuningRun
 from .sequential import SequentialExecutor
 from .space import TuningSpace
 from .strategies import Strategy
+from .workers import Workers
 
 
-def make_executor(workers: int) -> Executor:
-    if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 0:
-        raise ValueError(f"workers must be an integer >= 0 (0: in-process, no Ray; N: N Ray evaluator actors), got {workers!r}")
-    if workers == 0:
+def make_executor(workers: int | Workers) -> Executor:
+    spec = Workers.of(workers)
+    if spec.count == 0:
         return SequentialExecutor()
     from .driver import RayExecutor  # Ray is imported only when it is used
 
-    return RayExecutor(int(workers))
+    return RayExecutor(spec)
 
 
 def tune_space(
@@ -33,7 +32,7 @@ def tune_space(
     precisions: Sequence[str] = ("bf16", "fp16", "int8"),
     max_trials: int = 100,
     timeout: float = 0,
-    workers: int = 4,
+    workers: int | Workers = 4,
     checkpoint: str | Path | None = None,
     resume: bool = False,
     baseline: float | None = None,
@@ -46,12 +45,14 @@ def tune_space(
     `max_trials` caps the committed trials (baseline excluded); `timeout` (seconds,
     0: none) stops dispatching and returns what was committed. `workers=0` runs in
     this process, sequentially; `workers=N` evaluates on N Ray actors, speculatively,
-    with the same committed trials and result. `baseline=None` evaluates the all-fp32 config first.
+    with the same committed trials and result; `Workers(N, num_cpus=..., num_gpus=...)`
+    sets each evaluator's CPU and GPU share. `baseline=None` evaluates the all-fp32 config first.
     """
     run = TuningRun(space, evaluate, strategy, accuracy, precisions, max_trials, timeout, baseline)
+    executor = make_executor(workers)
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=DIR, the directory of the history to resume")
     if checkpoint is not None:
         raise NotImplementedError("checkpoint/resume is not built yet")
-    make_executor(workers).run(run)
+    executor.run(run)
     return run.result()

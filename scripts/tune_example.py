@@ -20,7 +20,7 @@ def main() -> None:
     parser.add_argument("--strategy", default="conservative", choices=known_strategies())
     parser.add_argument("--tolerable-loss", type=float, default=0.01)
     parser.add_argument("--cost", type=float, default=0.0, help="seconds each evaluation sleeps")
-    parser.add_argument("--workers", type=int, default=0, help="0: in-process, sequential")
+    parser.add_argument("--workers", type=int, default=2, help="Ray evaluator actors; 0: in-process, sequential")
     args = parser.parse_args()
 
     space = random_space(args.ops, seed=args.seed)

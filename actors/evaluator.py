@@ -1,0 +1,33 @@
+"""The evaluator actor: holds the user's evaluation function (shipped once) and evaluates configs."""
+
+from __future__ import annotations
+
+import ray
+
+from raytune_inc.evaluation import EvaluateFn, evaluate_config
+from raytune_inc.space import Config, TuningSpace
+
+# What an evaluation returns to the driver: a small record, never a tensor.
+# (accuracy, status, error, start, end, worker, node, device)
+EvaluationRecord = tuple
+
+
+class Evaluator:
+    """Evaluates configs of one space with one evaluation function, one at a time."""
+
+    def __init__(self, space: TuningSpace, evaluate: EvaluateFn, name: str):
+        self._space = space
+        self._evaluate = evaluate
+        self._name = name
+        gpus = ray.get_gpu_ids()
+        self._device = f"cuda:{','.join(str(g) for g in gpus)}" if gpus else "cpu"
+
+    def ready(self) -> str:
+        return self._name
+
+    def evaluate(self, precisions: tuple[str, ...]) -> EvaluationRecord:
+        ev = evaluate_config(self._evaluate, Config(self._space, precisions), worker=self._name, device=self._device)
+        return (ev.accuracy, ev.status, ev.error, ev.start, ev.end, ev.worker, ev.node, ev.device)
+
+
+RemoteEvaluator = ray.remote(Evaluator)

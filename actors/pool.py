@@ -1,0 +1,162 @@
+"""A pool of evaluator actors: idle handles, in-flight futures, replacement of dead ones.
+
+Policy (what to evaluate) lives in the driver; the pool only runs what it is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray.exceptions import OutOfMemoryError, RayActorError, RayTaskError, WorkerCrashedError
+
+from raytune_inc.evaluation import EvaluateFn
+from raytune_inc.space import TuningSpace
+
+from .evaluator import EvaluationRecord, RemoteEvaluator
+
+LOST_ERRORS = (RayActorError, WorkerCrashedError, OutOfMemoryError)
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+@dataclass
+class Lost:
+    """The evaluator died while it held this task (crash, OOM kill, node lost)."""
+
+    worker: str
+    error: str
+
+
+@dataclass
+class _Slot:
+    name: str
+    actor: Any
+
+
+class EvaluatorPool:
+    """Evaluator actors: starting ones, idle ones, and the ones running a task.
+
+    Create it outside the event loop, then `await start()` inside it: evaluators take
+    work as soon as each one is up, so the pool's start-up overlaps the first trials.
+    """
+
+    def __init__(
+        self,
+        space: TuningSpace,
+        evaluate: EvaluateFn,
+        size: int,
+        num_cpus: float,
+        num_gpus: float = 0.0,
+        name_prefix: str = "raytune-inc",
+    ):
+        if size < 1:
+            raise ValueError(f"an evaluator pool needs at least one evaluator, got {size}")
+        try:
+            self._evaluate_ref = ray.put(evaluate)  # the callable goes through the object store once
+        except Exception as exc:
+            raise TypeError(f"the evaluation function cannot be sent to the evaluators (it must be picklable): {exc}") from exc
+        self._space_ref = ray.put(space)
+        self._num_cpus = num_cpus
+        self._num_gpus = num_gpus
+        self._prefix = name_prefix
+        self._started = 0
+        self._size = size
+        self.idle: deque[_Slot] = deque()
+        self.starting: dict[Any, _Slot] = {}  # ready() ref (a future once the loop runs) -> evaluator
+        self.in_flight: dict[asyncio.Future, tuple[_Slot, Any]] = {}
+        for _ in range(size):
+            self._start()
+
+    def _start(self) -> None:
+        name = f"{self._prefix}-evaluator-{self._started}"
+        self._started += 1
+        actor = RemoteEvaluator.options(name=name, num_cpus=self._num_cpus, num_gpus=self._num_gpus, max_restarts=0).remote(
+            self._space_ref, self._evaluate_ref, name
+        )
+        ready = actor.ready.remote()
+        if _loop_running():  # else start() wraps it, inside the loop
+            ready = asyncio.wrap_future(ready.future())
+        self.starting[ready] = _Slot(name, actor)
+
+    async def start(self, timeout: float) -> None:
+        """Wait until at least one evaluator is up, or raise naming the resources asked for."""
+        self.starting = {asyncio.wrap_future(r.future()) if isinstance(r, ray.ObjectRef) else r: s for r, s in self.starting.items()}
+        while not self.idle:
+            done, _ = await asyncio.wait(self.starting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                raise RuntimeError(
+                    f"no evaluator started within {timeout:.0f} s ({self._size} asked for, num_cpus={self._num_cpus}, "
+                    f"num_gpus={self._num_gpus} each; the cluster has {ray.cluster_resources()}): "
+                    "ask for fewer workers or smaller shares"
+                )
+            self._take_started(done)
+
+    def _take_started(self, done) -> None:
+        for future in done:
+            slot = self.starting.pop(future)
+            try:
+                future.result()
+            except (RayTaskError, RayActorError) as exc:
+                raise RuntimeError(f"evaluator {slot.name} failed to start: {exc}") from exc
+            self.idle.append(slot)
+
+    def submit(self, precisions: tuple[str, ...], payload: Any, task_name: str) -> str:
+        """Start evaluating on an idle evaluator; returns the evaluator's name."""
+        slot = self.idle.popleft()
+        ref = slot.actor.evaluate.options(name=task_name).remote(precisions)
+        self.in_flight[asyncio.wrap_future(ref.future())] = (slot, payload)
+        return slot.name
+
+    async def wait(self, timeout: float | None) -> list[tuple[Any, EvaluationRecord | Lost]]:
+        """The evaluations that finished, with their records; empty if only an evaluator came up or `timeout` passed.
+
+        A dead evaluator is replaced by a new one and its task comes back as `Lost`.
+        """
+        if not self.in_flight and not self.starting:
+            return []
+        done, _ = await asyncio.wait([*self.in_flight, *self.starting], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        self._take_started([f for f in done if f in self.starting])
+        finished = []
+        for future in done:
+            if future not in self.in_flight:
+                continue
+            slot, payload = self.in_flight.pop(future)
+            try:
+                record: EvaluationRecord | Lost = future.result()
+            except LOST_ERRORS as exc:
+                finished.append((payload, Lost(slot.name, f"evaluator {slot.name} died: {type(exc).__name__}: {exc}")))
+                ray.kill(slot.actor, no_restart=True)
+                self._start()
+                continue
+            except RayTaskError as exc:
+                # evaluate_config catches the user's errors; what escapes is a TypeError naming the config.
+                if isinstance(exc.cause, TypeError):
+                    raise exc.cause from None
+                raise
+            self.idle.append(slot)
+            finished.append((payload, record))
+        return finished
+
+    def shutdown(self) -> list[Any]:
+        """Kill every evaluator; returns the payloads that were still in flight."""
+        pending = [payload for _, payload in self.in_flight.values()]
+        for future, slot in [*((f, s) for f, (s, _) in self.in_flight.items()), *self.starting.items()]:
+            if isinstance(future, asyncio.Future):
+                future.cancel()
+            ray.kill(slot.actor, no_restart=True)
+        for slot in self.idle:
+            ray.kill(slot.actor, no_restart=True)
+        self.in_flight.clear()
+        self.starting.clear()
+        self.idle.clear()
+        return pending

@@ -1,0 +1,180 @@
+"""workers >= 1: the asyncio driver and its Ray evaluator pool.
+
+The driver advances the committed path with real results only, in strategy order,
+and keeps every idle evaluator busy with the configs the speculation finds most
+likely to be asked for next. Every result is kept by config, so a speculative
+result is committed as soon as the strategy really asks for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+import ray
+
+from actors.pool import EvaluatorPool, Lost
+
+from .committed_path import TIMEOUT
+from .history import HistoryRow
+from .ray_session import cpus_per_evaluator, ray_session
+from .records import CANCELLED, Evaluation
+from .run import BASELINE_STAGE, TuningError, TuningRun
+from .space import Config
+from .speculation import Frontier, PassModel, Speculator
+from .strategies import Candidate, Outcome
+from .workers import Workers
+
+LOST = "lost"
+
+
+def run_coroutine(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run `coro` to completion, also when called from inside a running event loop (e.g. Jupyter)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+class RayExecutor:
+    """Evaluates on `workers.count` Ray actors, speculatively, and commits in strategy order.
+
+    `max_lost`: consecutive evaluator deaths, without a result in between, after which
+    the run gives up (default: twice the evaluators, at least 3).
+    """
+
+    def __init__(self, workers: Workers, max_lost: int | None = None, start_timeout: float = 120.0):
+        self.workers = workers
+        self.max_lost = max_lost if max_lost is not None else max(3, 2 * workers.count)
+        self.start_timeout = start_timeout
+
+    def run(self, run: TuningRun) -> None:
+        spec = self.workers
+        with ray_session():
+            gpus = ray.cluster_resources().get("GPU", 0.0)
+            if spec.num_gpus > gpus:
+                raise ValueError(
+                    f"each evaluator asks for num_gpus={spec.num_gpus}, but the Ray cluster has {gpus:g} GPUs"
+                    + (" (no CUDA device was found)" if not gpus else "")
+                )
+            num_cpus = spec.num_cpus if spec.num_cpus is not None else cpus_per_evaluator(spec.count)
+            pool = EvaluatorPool(run.space, run.evaluate, spec.count, num_cpus, spec.num_gpus, f"raytune-inc-{run.run_id[:8]}")
+            run_coroutine(self._drive(run, pool))
+
+    async def _drive(self, run: TuningRun, pool: EvaluatorPool) -> None:
+        try:
+            await pool.start(self.start_timeout)
+            await _Driver(run, pool, self.max_lost).drive()
+        finally:
+            now = time.time()
+            for row in pool.shutdown():
+                run.complete(row, Evaluation(row.config, None, CANCELLED, "cancelled: the run stopped", row.dispatched, now, row.worker))
+
+
+class _Driver:
+    def __init__(self, run: TuningRun, pool: EvaluatorPool, max_lost: int):
+        self.run = run
+        self.pool = pool
+        self.max_lost = max_lost
+        self.model = PassModel(run.space, run.criterion)
+        self.speculator = Speculator(run.strategy, run.space, run.precisions, run.criterion, run.max_trials)
+        self.rows: dict[Config, HistoryRow] = {}  # the finished evaluation of each config (ok or error)
+        self.outcomes: dict[Config, Outcome] = {}  # their outcomes, once the baseline is known
+        self.lost_in_a_row = 0
+        self.baseline_config = run.space.all_fp32()
+
+    def _outcome(self, row: HistoryRow) -> Outcome:
+        accuracy = row.evaluation.accuracy
+        return Outcome(accuracy, self.run.criterion.meets(accuracy, self.run.baseline))
+
+    def _dispatch(self, config: Config, stage: str) -> None:
+        row = self.run.dispatch(config, stage)
+        row.worker = self.pool.submit(config.precisions, row, f"evaluate {stage} #{row.trial_id}")
+
+    def _finish(self, row: HistoryRow, record: Any) -> None:
+        run = self.run
+        if isinstance(record, Lost):
+            run.complete(row, Evaluation(row.config, None, LOST, record.error, row.dispatched, time.time(), record.worker))
+            self.lost_in_a_row += 1
+            if self.lost_in_a_row >= self.max_lost:
+                raise TuningError(
+                    f"evaluators keep dying: {self.lost_in_a_row} evaluations in a row were lost with their evaluator "
+                    f"(last: {record.error}); the committed trials are kept in the result",
+                    result=run.result() if run.path else None,
+                )
+            return
+        self.lost_in_a_row = 0
+        evaluation = Evaluation(row.config, *record)
+        run.complete(row, evaluation)
+        if row.stage == BASELINE_STAGE:
+            run.set_baseline(evaluation)
+            self.model.set_baseline(run.baseline)
+            self.outcomes = {c: self._outcome(r) for c, r in self.rows.items()}
+            return
+        self.rows[row.config] = row
+        if run.baseline is not None:
+            self.outcomes[row.config] = self._outcome(row)
+        self.model.observe(row.stage, row.config, evaluation.accuracy)
+
+    def _commit_ready(self) -> None:
+        """Commit every result the committed path can take now, in order."""
+        path = self.run.path
+        while (candidate := path.next_trial()) is not None:
+            if self.run.expired():
+                path.stop(TIMEOUT)
+                return
+            row = self.rows.get(candidate.config)
+            if row is None:
+                return
+            self.run.commit(row)
+
+    def _frontier(self) -> Frontier:
+        path = self.run.path
+        if path is None:  # before the baseline: the strategy's first steps, every outcome unknown
+            return Frontier((), {}, 0)
+        return Frontier(path.outcomes, path.known, len(path.trials))
+
+    def _fill(self) -> None:
+        busy = {row.config for _, row in self.pool.in_flight.values()}
+        if self.run.baseline is None and self.baseline_config not in busy and self.pool.idle:
+            self._dispatch(self.baseline_config, BASELINE_STAGE)  # first, and again if its evaluator died
+        if not self.pool.idle or self.run.expired():
+            return
+        path = self.run.path
+        if path is not None and (candidate := path.next_trial()) is not None and candidate.config not in busy:
+            # The committed path waits for this one: no speculation needed to know it.
+            self._dispatch(candidate.config, candidate.stage)
+            busy.add(candidate.config)
+            if not self.pool.idle:
+                return
+        picks: list[Candidate] = self.speculator.pick(
+            self._frontier(), self.outcomes, busy | self.rows.keys(), len(self.pool.idle), self.model
+        )
+        for candidate in picks:
+            self._dispatch(candidate.config, candidate.stage)
+
+    async def drive(self) -> None:
+        run = self.run
+        if run.baseline is not None:
+            self.model.set_baseline(run.baseline)
+        while True:
+            if run.path is None and run.baseline is not None:
+                run.start_path()
+            if run.path is not None:
+                self._commit_ready()
+                if run.path.done:
+                    return
+            self._fill()
+            if not self.pool.in_flight and not self.pool.starting:
+                raise RuntimeError("driver stalled: nothing in flight and nothing to evaluate")
+            wait = None if run.timeout == 0 else max(0.0, run.timeout - (time.monotonic() - run.started))
+            for row, record in await self.pool.wait(timeout=None if wait is None else wait + 1e-3):
+                self._finish(row, record)
+            if run.expired() and run.path is not None and not run.path.done:
+                run.path.stop(TIMEOUT)
+                return

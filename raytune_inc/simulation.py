@@ -1,0 +1,56 @@
+"""The real driver on a virtual clock: speculation and commit order without Ray or waiting.
+
+`simulate(run, workers)` drives `run` with the asyncio driver of the Ray executor against
+a pool whose evaluations each take one time unit, evaluated in this process. It gives
+the exact committed trials of a parallel run and how many trials it commits per unit
+of evaluation time, which makes speculation policies cheap to compare and to test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections import deque
+from typing import Any
+
+from .driver import _Driver
+from .evaluation import evaluate_config
+from .run import TuningRun
+from .space import Config
+
+
+class VirtualPool:
+    """The EvaluatorPool interface on a virtual clock: each evaluation takes `cost` time units."""
+
+    def __init__(self, run: TuningRun, size: int, cost: float = 1.0):
+        self.run = run
+        self.cost = cost
+        self.now = 0.0
+        self.idle: deque[str] = deque(f"virtual-{i}" for i in range(size))
+        self.starting: dict = {}
+        self.in_flight: dict[int, tuple[str, Any]] = {}
+        self._finishing: list[tuple[float, int, tuple[str, ...]]] = []
+        self._order = itertools.count()
+
+    def submit(self, precisions: tuple[str, ...], payload: Any, task_name: str) -> str:
+        slot = self.idle.popleft()
+        key = next(self._order)
+        self.in_flight[key] = (slot, payload)
+        heapq.heappush(self._finishing, (self.now + self.cost, key, precisions))
+        return slot
+
+    async def wait(self, timeout: float | None) -> list:
+        finish, key, precisions = heapq.heappop(self._finishing)
+        self.now = finish
+        slot, payload = self.in_flight.pop(key)
+        self.idle.append(slot)
+        ev = evaluate_config(self.run.evaluate, Config(self.run.space, precisions), worker=slot)
+        return [(payload, (ev.accuracy, ev.status, ev.error, ev.start, ev.end, ev.worker, ev.node, ev.device))]
+
+
+def simulate(run: TuningRun, workers: int) -> float:
+    """Drive `run` on `workers` virtual evaluators; returns the virtual time it took."""
+    pool = VirtualPool(run, workers)
+    asyncio.run(_Driver(run, pool, max_lost=3).drive())
+    return pool.now

@@ -1,0 +1,61 @@
+"""Speculation quality without Ray or sleeping: the real driver against a virtual-time pool.
+
+    python scripts/simulate_speculation.py [--workers 1 2 4 8] [--spaces 10]
+
+Every evaluation takes one time unit; the driver's speculation, commit order and stop
+rules are the real ones. Reports committed trials per time unit (the ceiling is the
+number of workers) and wasted evaluations, so speculation policies can be compared
+quickly and exactly. A run must commit what workers=0 commits, or this script fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+from raytune_inc.run import TuningRun
+from raytune_inc.sequential import SequentialExecutor
+from raytune_inc.simulation import simulate
+from raytune_inc.synthetic import AdditiveLossEvaluation, random_space
+
+
+def simulate_run(space, evaluate, workers: int) -> tuple[list, float, int]:
+    run = TuningRun(space, evaluate, "conservative", None, ("bf16", "fp16", "int8"), 100, 0, None)
+    elapsed = simulate(run, workers)
+    res = run.result()
+    return [t.config for t in res.trials], elapsed, res.evaluations
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--spaces", type=int, default=10)
+    parser.add_argument("--ops", type=int, nargs=2, default=[20, 40])
+    args = parser.parse_args()
+    rates: dict[int, list[float]] = {w: [] for w in args.workers}
+    waste: dict[int, list[float]] = {w: [] for w in args.workers}
+    for seed in range(args.spaces):
+        n_ops = args.ops[0] + seed * (args.ops[1] - args.ops[0]) // max(1, args.spaces - 1)
+        space = random_space(n_ops, seed=seed)
+        evaluate = AdditiveLossEvaluation(space, seed=seed)
+        run = TuningRun(space, evaluate, "conservative", None, ("bf16", "fp16", "int8"), 100, 0, None)
+        SequentialExecutor().run(run)
+        reference = [t.config for t in run.result().trials]
+        line = [f"ops={n_ops:3d} trials={len(reference):3d}"]
+        for w in args.workers:
+            trials, elapsed, evaluations = simulate_run(space, evaluate, w)
+            assert trials == reference, f"workers={w} committed something else"
+            rate = len(trials) / elapsed
+            rates[w].append(rate)
+            waste[w].append((evaluations - 1 - len(trials)) / max(1, len(trials)))
+            line.append(f"w{w}: {rate:.2f} trials/unit, {evaluations - 1 - len(trials)} wasted")
+        print("  ".join(line))
+    for w in args.workers:
+        print(
+            f"workers={w}: median {statistics.median(rates[w]):.2f} committed trials per evaluation time, "
+            f"median waste {statistics.median(waste[w]):.2f} per trial"
+        )
+
+
+if __name__ == "__main__":
+    main()
