@@ -7,8 +7,7 @@ import ray
 from raytune_inc.evaluation import EvaluateFn, evaluate_config
 from raytune_inc.space import Config, TuningSpace
 
-# What an evaluation returns to the driver: a small record, never a tensor.
-# (accuracy, status, error, start, end, worker, node, device)
+# What an evaluation returns to the driver: Evaluation.record(), a small tuple, never a tensor.
 EvaluationRecord = tuple
 
 
@@ -26,8 +25,7 @@ class Evaluator:
         return self._name
 
     def evaluate(self, precisions: tuple[str, ...]) -> EvaluationRecord:
-        ev = evaluate_config(self._evaluate, Config(self._space, precisions), worker=self._name, device=self._device)
-        return (ev.accuracy, ev.status, ev.error, ev.start, ev.end, ev.worker, ev.node, ev.device)
+        return evaluate_config(self._evaluate, Config(self._space, precisions), worker=self._name, device=self._device).record()
 
 
 RemoteEvaluator = ray.remote(Evaluator)

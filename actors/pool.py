@@ -21,14 +21,6 @@ from .evaluator import EvaluationRecord, RemoteEvaluator
 LOST_ERRORS = (RayActorError, WorkerCrashedError, OutOfMemoryError)
 
 
-def _loop_running() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
 @dataclass
 class Lost:
     """The evaluator died while it held this task (crash, OOM kill, node lost)."""
@@ -46,8 +38,8 @@ class _Slot:
 class EvaluatorPool:
     """Evaluator actors: starting ones, idle ones, and the ones running a task.
 
-    Create it outside the event loop, then `await start()` inside it: evaluators take
-    work as soon as each one is up, so the pool's start-up overlaps the first trials.
+    `await start()` inside the event loop starts the evaluators; they take work as soon as
+    each one is up, so the pool's start-up overlaps the first trials.
     """
 
     def __init__(
@@ -72,25 +64,22 @@ class EvaluatorPool:
         self._started = 0
         self._size = size
         self.idle: deque[_Slot] = deque()
-        self.starting: dict[Any, _Slot] = {}  # ready() ref (a future once the loop runs) -> evaluator
+        self.starting: dict[asyncio.Future, _Slot] = {}  # ready() -> evaluator
         self.in_flight: dict[asyncio.Future, tuple[_Slot, Any]] = {}
-        for _ in range(size):
-            self._start()
 
     def _start(self) -> None:
+        """Start one evaluator; call inside the event loop."""
         name = f"{self._prefix}-evaluator-{self._started}"
         self._started += 1
         actor = RemoteEvaluator.options(name=name, num_cpus=self._num_cpus, num_gpus=self._num_gpus, max_restarts=0).remote(
             self._space_ref, self._evaluate_ref, name
         )
-        ready = actor.ready.remote()
-        if _loop_running():  # else start() wraps it, inside the loop
-            ready = asyncio.wrap_future(ready.future())
-        self.starting[ready] = _Slot(name, actor)
+        self.starting[asyncio.wrap_future(actor.ready.remote().future())] = _Slot(name, actor)
 
     async def start(self, timeout: float) -> None:
-        """Wait until at least one evaluator is up, or raise naming the resources asked for."""
-        self.starting = {asyncio.wrap_future(r.future()) if isinstance(r, ray.ObjectRef) else r: s for r, s in self.starting.items()}
+        """Start the evaluators and wait until at least one is up, or raise naming the resources asked for."""
+        for _ in range(self._size):
+            self._start()
         while not self.idle:
             done, _ = await asyncio.wait(self.starting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             if not done:
@@ -151,8 +140,7 @@ class EvaluatorPool:
         """Kill every evaluator; returns the payloads that were still in flight."""
         pending = [payload for _, payload in self.in_flight.values()]
         for future, slot in [*((f, s) for f, (s, _) in self.in_flight.items()), *self.starting.items()]:
-            if isinstance(future, asyncio.Future):
-                future.cancel()
+            future.cancel()
             ray.kill(slot.actor, no_restart=True)
         for slot in self.idle:
             ray.kill(slot.actor, no_restart=True)

@@ -21,14 +21,12 @@ from actors.pool import EvaluatorPool, Lost
 from .committed_path import TIMEOUT
 from .history import HistoryRow
 from .ray_session import cpus_per_evaluator, ray_session
-from .records import CANCELLED, Evaluation
+from .records import CANCELLED, LOST, Evaluation
 from .run import BASELINE_STAGE, TuningError, TuningRun
 from .space import Config
 from .speculation import Frontier, PassModel, Speculator
 from .strategies import Candidate, Outcome
 from .workers import Workers
-
-LOST = "lost"
 
 
 def run_coroutine(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -109,7 +107,7 @@ class _Driver:
                 )
             return
         self.lost_in_a_row = 0
-        evaluation = Evaluation(row.config, *record)
+        evaluation = Evaluation.from_record(row.config, record)
         run.complete(row, evaluation)
         if row.stage == BASELINE_STAGE:
             run.set_baseline(evaluation)
@@ -175,6 +173,3 @@ class _Driver:
             wait = None if run.timeout == 0 else max(0.0, run.timeout - (time.monotonic() - run.started))
             for row, record in await self.pool.wait(timeout=None if wait is None else wait + 1e-3):
                 self._finish(row, record)
-            if run.expired() and run.path is not None and not run.path.done:
-                run.path.stop(TIMEOUT)
-                return

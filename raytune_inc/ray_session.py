@@ -3,33 +3,29 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 from collections.abc import Iterator
 
 import ray
 
-log = logging.getLogger(__name__)
-
 
 @contextlib.contextmanager
-def ray_session() -> Iterator[bool]:
-    """Yield True if this call started Ray (and will shut it down), False if Ray was there already.
+def ray_session() -> Iterator[None]:
+    """Make Ray available for the duration of the block.
 
-    An initialised Ray is reused. Otherwise `ray.init()` connects to `RAY_ADDRESS` when it
+    An initialised Ray is reused and left as it is. Otherwise `ray.init()` connects to `RAY_ADDRESS` when it
     is set (as under `ray job submit`), else starts a local instance sized to the machine.
     """
     if ray.is_initialized():
-        yield False
+        yield
         return
     address = os.environ.get("RAY_ADDRESS")
     try:
         ray.init(address=address or None, log_to_driver=True)
     except ConnectionError as exc:
         raise ConnectionError(f"could not connect to the Ray cluster at RAY_ADDRESS={address!r}: {exc}") from exc
-    started_here = not address
     try:
-        yield started_here
+        yield
     finally:
         # Disconnecting from a cluster stops nothing there; a local instance we started is stopped.
         ray.shutdown()

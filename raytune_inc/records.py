@@ -10,7 +10,8 @@ from .space import Config
 if TYPE_CHECKING:
     import pyarrow as pa
 
-OK, ERROR, CANCELLED = "ok", "error", "cancelled"
+# Statuses: evaluated, evaluation failed, cancelled when the run stopped, lost with its evaluator (re-run).
+OK, ERROR, CANCELLED, LOST = "ok", "error", "cancelled", "lost"
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,14 @@ class Evaluation:
     worker: str = "in-process"
     node: str = ""
     device: str | None = None
+
+    def record(self) -> tuple:
+        """The evaluation without its config: the small record an evaluator sends back."""
+        return (self.accuracy, self.status, self.error, self.start, self.end, self.worker, self.node, self.device)
+
+    @classmethod
+    def from_record(cls, config: Config, record: tuple) -> Evaluation:
+        return cls(config, *record)
 
 
 @dataclass(frozen=True)

@@ -45,8 +45,7 @@ class VirtualPool:
         self.now = finish
         slot, payload = self.in_flight.pop(key)
         self.idle.append(slot)
-        ev = evaluate_config(self.run.evaluate, Config(self.run.space, precisions), worker=slot)
-        return [(payload, (ev.accuracy, ev.status, ev.error, ev.start, ev.end, ev.worker, ev.node, ev.device))]
+        return [(payload, evaluate_config(self.run.evaluate, Config(self.run.space, precisions), worker=slot).record())]
 
 
 def simulate(run: TuningRun, workers: int) -> float:

@@ -118,7 +118,8 @@ class PassModel:
         loss = float(self._weights[list(self._features(config))].sum())
         return self._baseline - loss if self._criterion.higher_is_better else self._baseline + loss
 
-    def p_meets(self, candidate: Candidate) -> float:
+    def estimate(self, candidate: Candidate) -> tuple[float, float | None]:
+        """(probability that `candidate` meets the goal, its predicted accuracy or None)."""
         predicted = self.predict(candidate.config)
         if predicted is None:
             p = self.stage_rate(candidate.stage)
@@ -127,7 +128,7 @@ class PassModel:
             margin = predicted - (self._baseline - tol) if self._criterion.higher_is_better else (self._baseline + tol) - predicted
             scale = max(0.25 * tol, 2.0 * self._sigma, 1e-12)
             p = 0.5 * (1.0 + math.erf(margin / (scale * math.sqrt(2.0))))
-        return min(P_MAX, max(P_MIN, p))
+        return min(P_MAX, max(P_MIN, p)), predicted
 
 
 @dataclass(frozen=True)
@@ -210,8 +211,7 @@ class Speculator:
             if pending.config not in busy and pending.config not in chosen_configs:
                 chosen.append(pending)
                 chosen_configs.add(pending.config)
-            p = model.p_meets(pending)
-            guess = model.predict(pending.config)
+            p, guess = model.estimate(pending)
             branches = sorted(((p, True), (1.0 - p, False)), reverse=True)
             for k, (q, meets) in enumerate(branches):
                 outcome = Outcome(guess, meets)

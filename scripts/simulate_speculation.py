@@ -19,8 +19,12 @@ from raytune_inc.simulation import simulate
 from raytune_inc.synthetic import AdditiveLossEvaluation, random_space
 
 
+def new_run(space, evaluate) -> TuningRun:
+    return TuningRun(space, evaluate, "conservative", None, ("bf16", "fp16", "int8"), 100, 0, None)
+
+
 def simulate_run(space, evaluate, workers: int) -> tuple[list, float, int]:
-    run = TuningRun(space, evaluate, "conservative", None, ("bf16", "fp16", "int8"), 100, 0, None)
+    run = new_run(space, evaluate)
     elapsed = simulate(run, workers)
     res = run.result()
     return [t.config for t in res.trials], elapsed, res.evaluations
@@ -38,7 +42,7 @@ def main() -> None:
         n_ops = args.ops[0] + seed * (args.ops[1] - args.ops[0]) // max(1, args.spaces - 1)
         space = random_space(n_ops, seed=seed)
         evaluate = AdditiveLossEvaluation(space, seed=seed)
-        run = TuningRun(space, evaluate, "conservative", None, ("bf16", "fp16", "int8"), 100, 0, None)
+        run = new_run(space, evaluate)
         SequentialExecutor().run(run)
         reference = [t.config for t in run.result().trials]
         line = [f"ops={n_ops:3d} trials={len(reference):3d}"]
