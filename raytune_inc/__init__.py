@@ -1,5 +1,6 @@
 """raytune-inc: accuracy-driven low-precision tuning of PyTorch models, run on Ray."""
 
+from .checkpoint import HistoryError, HistoryWarning, load_history
 from .criterion import AccuracyCriterion
 from .records import Evaluation, Trial, TuneResult
 from .run import TuningError
@@ -21,6 +22,8 @@ __all__ = [
     "Config",
     "ConservativeStrategy",
     "Evaluation",
+    "HistoryError",
+    "HistoryWarning",
     "Op",
     "Strategy",
     "Trial",
@@ -30,6 +33,7 @@ __all__ = [
     "Workers",
     "get_strategy",
     "known_strategies",
+    "load_history",
     "register_strategy",
     "tune_space",
 ]

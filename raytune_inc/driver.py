@@ -53,6 +53,12 @@ class RayExecutor:
 
     def run(self, run: TuningRun) -> None:
         spec = self.workers
+        if run.baseline is not None and run.recorded:
+            run.start_path()
+            run.replay_recorded()  # resume: no Ray at all when the recorded results finish the path
+            run.save()
+            if run.path.done:
+                return
         with ray_session():
             gpus = ray.cluster_resources().get("GPU", 0.0)
             if spec.num_gpus > gpus:
@@ -81,10 +87,16 @@ class _Driver:
         self.max_lost = max_lost
         self.model = PassModel(run.space, run.criterion)
         self.speculator = Speculator(run.strategy, run.space, run.precisions, run.criterion, run.max_trials)
-        self.rows: dict[Config, HistoryRow] = {}  # the finished evaluation of each config (ok or error)
+        # The finished evaluation of each config (ok or error), those recorded by earlier sessions included.
+        self.rows: dict[Config, HistoryRow] = dict(run.recorded)
         self.outcomes: dict[Config, Outcome] = {}  # their outcomes, once the baseline is known
         self.lost_in_a_row = 0
         self.baseline_config = run.space.all_fp32()
+        for row in self.rows.values():
+            self.model.observe(row.stage, row.config, row.evaluation.accuracy)
+        if run.baseline is not None:
+            self.model.set_baseline(run.baseline)
+            self.outcomes = {c: self._outcome(r) for c, r in self.rows.items()}
 
     def _outcome(self, row: HistoryRow) -> Outcome:
         accuracy = row.evaluation.accuracy
@@ -158,15 +170,14 @@ class _Driver:
 
     async def drive(self) -> None:
         run = self.run
-        if run.baseline is not None:
-            self.model.set_baseline(run.baseline)
         while True:
             if run.path is None and run.baseline is not None:
                 run.start_path()
             if run.path is not None:
                 self._commit_ready()
-                if run.path.done:
-                    return
+            run.save()  # the results and commits of this step, durably, before anything else is awaited
+            if run.path is not None and run.path.done:
+                return
             self._fill()
             if not self.pool.in_flight and not self.pool.starting:
                 raise RuntimeError("driver stalled: nothing in flight and nothing to evaluate")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from .space import Config
@@ -43,14 +44,22 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class Trial:
-    """A committed trial: the `seq`-th new config the strategy's sequential walk evaluated."""
+    """A committed trial: the `seq`-th new config the strategy's sequential walk evaluated.
+
+    `config` is a dict op name -> precision, made when first asked for (a replay of a
+    long history commits thousands of trials of thousands of ops).
+    """
 
     seq: int
-    config: dict[str, str]
+    space_config: Config  # the config, as the strategy asked for it
     accuracy: float | None
     meets: bool
     stage: str
     error: str | None = None
+
+    @cached_property
+    def config(self) -> dict[str, str]:
+        return self.space_config.as_dict()
 
     @property
     def status(self) -> str:
@@ -64,8 +73,9 @@ class TuneResult:
     `config` is the tuned config (op name -> precision), None when no config met the
     goal; `accuracy` its accuracy. `trials` are the committed trials in strategy order;
     `history` has every evaluation, speculative ones included. `stop_reason` is
-    "finished", "max_trials" or "timeout". `evaluations` counts every evaluation (the
-    baseline and speculative ones included); `wall_time` is the run's duration in
+    "finished", "max_trials" or "timeout". `evaluations` counts the evaluations this
+    call ran (the baseline and speculative ones included; a resumed run does not count
+    the recorded ones it replayed); `wall_time` is the run's duration in
     seconds, `startup_time` the part of it before the first evaluation started (Ray
     and evaluator start-up).
     """

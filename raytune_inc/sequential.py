@@ -11,11 +11,17 @@ class SequentialExecutor:
     def run(self, run: TuningRun) -> None:
         if run.baseline is None:
             row = run.dispatch(run.space.all_fp32(), BASELINE_STAGE)
-            run.set_baseline(run.complete(row, evaluate_config(run.evaluate, row.config)).evaluation)
+            run.complete(row, evaluate_config(run.evaluate, row.config))
+            run.save()
+            run.set_baseline(row.evaluation)
         path = run.start_path()
         while (candidate := path.next_trial()) is not None:
-            if run.expired():
-                path.stop(TIMEOUT)
-                break
-            row = run.dispatch(candidate.config, candidate.stage)
-            run.commit(run.complete(row, evaluate_config(run.evaluate, row.config)))
+            row = run.recorded.get(candidate.config)  # resume: a result recorded earlier is not evaluated again
+            if row is None:
+                if run.expired():
+                    path.stop(TIMEOUT)
+                    break
+                row = run.dispatch(candidate.config, candidate.stage)
+                run.complete(row, evaluate_config(run.evaluate, row.config))
+            run.commit(row)
+            run.save()

@@ -6,7 +6,6 @@ Knows nothing of Ray, torch or Arrow: a space is data, a config is a value.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -14,6 +13,10 @@ FP32 = "fp32"
 # The lower precisions, in the order the conservative strategy visits their pools.
 LOWER_PRECISIONS: tuple[str, ...] = ("bf16", "fp16", "int8")
 PRECISIONS: tuple[str, ...] = (FP32, *LOWER_PRECISIONS)
+# One character per precision: a config's canonical key is one of these per op, in space order.
+PRECISION_CODES: dict[str, str] = {FP32: ".", "bf16": "b", "fp16": "h", "int8": "i"}
+_PRECISION_OF_CODE = {c: p for p, c in PRECISION_CODES.items()}
+_FP32_CODE = PRECISION_CODES[FP32]
 
 
 def check_precisions(precisions: Iterable[str], where: str) -> tuple[str, ...]:
@@ -107,36 +110,58 @@ class TuningSpace:
                 raise ValueError(f"op {op.name!r} does not support {mapping[op.name]!r}; it supports fp32, {', '.join(op.precisions)}")
         return Config(self, tuple(mapping[n] for n in self.names))
 
+    def config_from_key(self, key: str) -> Config:
+        """The config whose `Config.key()` is `key`, checked against the space."""
+        if not isinstance(key, str) or len(key) != len(self.ops):
+            raise ValueError(f"a config key of this space has {len(self.ops)} characters, one per op; got {key!r:.80}")
+        for op, code in zip(self.ops, key, strict=True):
+            precision = _PRECISION_OF_CODE.get(code)
+            if precision is None or not op.supports(precision):
+                raise ValueError(f"config key {key!r:.80}: {code!r} is not a precision op {op.name!r} supports")
+        return Config._of_key(self, key)
+
 
 class Config(Mapping[str, str]):
     """An immutable, hashable mapping of every op of a space to one precision.
 
-    Stored as a tuple aligned with the space's ops, so building and hashing configs
-    in strategy replays is cheap.
+    Stored as its key (one precision code per op, in space order: see `key()`), so that
+    building, hashing and comparing configs in strategy replays stays cheap for spaces
+    of thousands of ops. `precisions` is the same as a tuple of precision names.
     """
 
-    __slots__ = ("space", "precisions", "_hash")
+    __slots__ = ("space", "_key")
 
-    def __init__(self, space: TuningSpace, precisions: tuple[str, ...]):
+    def __init__(self, space: TuningSpace, precisions: Iterable[str]):
         self.space = space
-        self.precisions = precisions
-        self._hash = hash(precisions)
+        self._key = "".join(map(PRECISION_CODES.__getitem__, precisions))
+
+    @classmethod
+    def _of_key(cls, space: TuningSpace, key: str) -> Config:
+        """A config from a key known to be valid for `space` (see TuningSpace.config_from_key)."""
+        config = cls.__new__(cls)
+        config.space = space
+        config._key = key
+        return config
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        return tuple(map(_PRECISION_OF_CODE.__getitem__, self._key))
 
     def __getitem__(self, name: str) -> str:
-        return self.precisions[self.space.index(name)]
+        return _PRECISION_OF_CODE[self._key[self.space.index(name)]]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.space.names)
 
     def __len__(self) -> int:
-        return len(self.precisions)
+        return len(self._key)
 
     def __hash__(self) -> int:
-        return self._hash
+        return hash(self._key)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Config):
-            return self.precisions == other.precisions and self.space.names == other.space.names
+            return self._key == other._key and (self.space is other.space or self.space.names == other.space.names)
         return Mapping.__eq__(self, other)
 
     def __repr__(self) -> str:
@@ -144,22 +169,28 @@ class Config(Mapping[str, str]):
 
     def replace(self, names: Iterable[str], precision: str) -> Config:
         """A copy with each op in `names` set to `precision`."""
-        precisions = list(self.precisions)
+        code = ord(PRECISION_CODES[precision])
+        chars = bytearray(self._key, "ascii")
         for name in names:
-            precisions[self.space.index(name)] = precision
-        return Config(self.space, tuple(precisions))
+            chars[self.space.index(name)] = code
+        return Config._of_key(self.space, chars.decode("ascii"))
 
     @property
     def is_all_fp32(self) -> bool:
-        return all(p == FP32 for p in self.precisions)
+        return not self._key.strip(_FP32_CODE)
 
     def as_dict(self) -> dict[str, str]:
         return dict(zip(self.space.names, self.precisions, strict=True))
 
+    def lowered(self) -> dict[str, str]:
+        """The ops not at fp32, op name -> precision, in space order."""
+        return {n: p for n, p in zip(self.space.names, self.precisions, strict=True) if p != FP32}
+
     def key(self) -> str:
-        """Canonical text of the config: JSON of the mapping in space order."""
-        return json.dumps(self.as_dict(), separators=(",", ":"))
+        """Canonical text of the config, relative to its space: one character per op, in space order
+        ("." fp32, "b" bf16, "h" fp16, "i" int8; see PRECISION_CODES)."""
+        return self._key
 
     def digest(self) -> str:
         """A short stable hash of `key()`."""
-        return hashlib.sha256(self.key().encode()).hexdigest()[:16]
+        return hashlib.sha256(self._key.encode()).hexdigest()[:16]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from .checkpoint import HistoryStore
 from .criterion import AccuracyCriterion
 from .evaluation import EvaluateFn
 from .records import TuneResult
@@ -47,12 +49,34 @@ def tune_space(
     this process, sequentially; `workers=N` evaluates on N Ray actors, speculatively,
     with the same committed trials and result; `Workers(N, num_cpus=..., num_gpus=...)`
     sets each evaluator's CPU and GPU share. `baseline=None` evaluates the all-fp32 config first.
+
+    `checkpoint=DIR` writes every evaluation to an Arrow history in DIR as the run goes
+    (see `load_history`); a directory that already holds one is refused unless
+    `resume=True`, which commits the recorded results again without evaluating them
+    and evaluates only what was never recorded, so the run ends as an uninterrupted one
+    would. Resuming a history of a different run (space, strategy, criterion,
+    precisions, baseline or library version) raises HistoryError naming what differs;
+    `resume=True` on an empty or new directory starts a new history.
     """
     run = TuningRun(space, evaluate, strategy, accuracy, precisions, max_trials, timeout, baseline)
     executor = make_executor(workers)
+    if not isinstance(resume, bool):
+        raise ValueError(f"resume must be True or False, got {resume!r}")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=DIR, the directory of the history to resume")
-    if checkpoint is not None:
-        raise NotImplementedError("checkpoint/resume is not built yet")
-    executor.run(run)
+    if checkpoint is None:
+        executor.run(run)
+        return run.result()
+    if not isinstance(checkpoint, str | os.PathLike):
+        raise TypeError(f"checkpoint must be a directory path (str or os.PathLike), got {type(checkpoint).__name__}")
+    run.store, loaded = HistoryStore.open(checkpoint, run.run_id, run.fingerprint, resume)
+    try:
+        if loaded is not None:
+            run.restore(loaded)
+        executor.run(run)
+    finally:
+        try:
+            run.save()  # what finished last (cancelled evaluations included), also when the run failed
+        finally:
+            run.store.close()
     return run.result()

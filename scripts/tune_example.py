@@ -1,6 +1,10 @@
 """The main job: tune a built-in example space with a deterministic evaluation and print the result.
 
-python scripts/tune_example.py [--ops 24] [--strategy conservative] [--workers 0]
+python scripts/tune_example.py [--ops 24] [--strategy conservative] [--workers 2]
+    [--checkpoint runs/example] [--resume]
+
+The trial history is written as Arrow to --checkpoint (a new directory per run unless
+--resume is given, which goes on with the history there).
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ def main() -> None:
     parser.add_argument("--tolerable-loss", type=float, default=0.01)
     parser.add_argument("--cost", type=float, default=0.0, help="seconds each evaluation sleeps")
     parser.add_argument("--workers", type=int, default=2, help="Ray evaluator actors; 0: in-process, sequential")
+    parser.add_argument("--checkpoint", help="directory of the Arrow history (default: runs/example-<time>)")
+    parser.add_argument("--resume", action="store_true", help="go on with the history in --checkpoint")
     args = parser.parse_args()
+    checkpoint = args.checkpoint or time.strftime("runs/example-%Y%m%d-%H%M%S")
 
     space = random_space(args.ops, seed=args.seed)
     evaluate = AdditiveLossEvaluation(space, seed=args.seed, cost=args.cost)
@@ -32,6 +39,8 @@ def main() -> None:
         strategy=args.strategy,
         accuracy=AccuracyCriterion(tolerable_loss=args.tolerable_loss),
         workers=args.workers,
+        checkpoint=checkpoint,
+        resume=args.resume,
     )
     elapsed = time.perf_counter() - start
 
@@ -43,6 +52,7 @@ def main() -> None:
         changed = {k: v for k, v in t.config.items() if v != "fp32"}
         print(f"  #{t.seq:<3} {t.stage:<22} acc={t.accuracy!s:<9} {'meets' if t.meets else 'fails':5}  {len(changed)} ops lowered")
     print(f"baseline {res.baseline:.4f}, goal >= {res.baseline * (1 - args.tolerable_loss):.4f}")
+    print(f"history: {res.history.num_rows} evaluations in {checkpoint} (raytune_inc.load_history reads it)")
     if res.config is None:
         print("no config meets the goal")
         return

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 
 import pytest
@@ -169,8 +168,9 @@ def test_config_hash_and_eq():
 def test_config_key_and_digest_are_stable():
     space = make_space()
     cfg = space.config({"fc": "int8", "conv1": "bf16", "conv2": "fp32"})
-    assert cfg.key() == '{"conv1":"bf16","conv2":"fp32","fc":"int8"}'  # space order, compact JSON
-    assert json.loads(cfg.key()) == cfg.as_dict()
+    assert cfg.key() == "b.i"  # one code per op, in space order
+    assert space.config_from_key(cfg.key()) == cfg
+    assert cfg.lowered() == {"conv1": "bf16", "fc": "int8"}
     assert cfg.digest() == hashlib.sha256(cfg.key().encode()).hexdigest()[:16]
     assert len(cfg.digest()) == 16
     same = make_space().all_fp32().replace(["conv1"], "bf16").replace(["fc"], "int8")
@@ -182,8 +182,15 @@ def test_config_digest_known_value():
     # a fixed value: the digest must not depend on the process (no hash(), no randomisation)
     space = TuningSpace([Op("a", "Conv2d"), Op("b", "Linear")])
     cfg = space.all_fp32().replace(["b"], "int8")
-    assert cfg.key() == '{"a":"fp32","b":"int8"}'
-    assert cfg.digest() == hashlib.sha256(b'{"a":"fp32","b":"int8"}').hexdigest()[:16]
+    assert cfg.key() == ".i"
+    assert cfg.digest() == hashlib.sha256(b".i").hexdigest()[:16]
+
+
+@pytest.mark.parametrize("key", ["..", "b.ix", ".?.", "..h", None])
+def test_config_from_key_rejects_what_the_space_cannot_hold(key):
+    # "..h": fc is int8-only; "b.ix": too long; ".?.": unknown code
+    with pytest.raises(ValueError, match="config key|characters"):
+        make_space().config_from_key(key)
 
 
 # ---------------------------------------------------------------- AccuracyCriterion

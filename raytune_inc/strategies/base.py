@@ -51,6 +51,11 @@ class Strategy:
     def plan(self, space: TuningSpace, precisions: tuple[str, ...], criterion: AccuracyCriterion) -> Plan:
         raise NotImplementedError
 
+    def options(self) -> dict:
+        """The parameters that change what the strategy asks for, as JSON-able values: part of a
+        checkpoint's fingerprint, so that a history is only resumed by the same strategy."""
+        return {}
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 

@@ -54,6 +54,9 @@ class ConservativeStrategy(Strategy):
             raise TypeError("op_type_priority must be a sequence of op type names, not a single string")
         self.op_type_priority = None if op_type_priority is None else tuple(op_type_priority)
 
+    def options(self) -> dict:
+        return {"op_type_priority": None if self.op_type_priority is None else list(self.op_type_priority)}
+
     def __repr__(self) -> str:
         return f"ConservativeStrategy(op_type_priority={self.op_type_priority!r})"
 

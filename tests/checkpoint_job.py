@@ -1,0 +1,92 @@
+"""A tuning job for the crash tests: run it, SIGKILL it, resume it.
+
+    python tests/checkpoint_job.py DIR LOG --workers N [--resume] [--ops 12] [--seed 3] [--cost 0.15]
+        [--kill-after-save K] [--kill-mid-save K]
+
+Every evaluation appends the key of its config to LOG before it starts, so a test can
+count what was evaluated. `--kill-after-save K` SIGKILLs the job right after its K-th
+durable save (between trials); `--kill-mid-save K` SIGKILLs it halfway through writing
+its K-th save (a torn last record). The result is printed as one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import time
+
+import pyarrow as pa
+
+from raytune_inc import checkpoint, tune_space
+from raytune_inc.synthetic import AdditiveLossEvaluation, random_space
+
+
+class LoggedEvaluation:
+    def __init__(self, space, seed: int, log: str, cost: float):
+        self.space = space
+        self.inner = AdditiveLossEvaluation(space, seed=seed, sensitive=0.3)
+        self.log = log
+        self.cost = cost
+
+    def __call__(self, config: dict[str, str]) -> float:
+        with open(self.log, "a") as f:
+            f.write(self.space.config(config).key() + "\n")
+        time.sleep(self.cost)
+        return self.inner(config)
+
+
+def problem(ops: int, seed: int):
+    space = random_space(ops, seed=seed)
+    return space, AdditiveLossEvaluation(space, seed=seed, sensitive=0.3)
+
+
+def kill_on_save(after: int | None, mid: int | None) -> None:
+    """Make the K-th append to the history SIGKILL this process, after it or halfway through it."""
+    append = checkpoint._Stream.append
+    count = 0
+
+    def patched(self, table: pa.Table) -> None:
+        nonlocal count
+        count += 1
+        if count == mid:
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, table.schema) as writer:
+                writer.write_table(table)
+            # The batch message alone (the schema is already in the file), cut in half.
+            data = sink.getvalue().to_pybytes()
+            header = len(checkpoint._stream_header(table.schema)) if self.file.tell() else 0
+            body = data[header:-8]
+            self.file.write((data[:header] + body)[: header + len(body) // 2])
+            self.file.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        append(self, table)
+        if count == after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    checkpoint._Stream.append = patched
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("dir")
+    parser.add_argument("log")
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--ops", type=int, default=12)
+    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--cost", type=float, default=0.15)
+    parser.add_argument("--kill-after-save", type=int)
+    parser.add_argument("--kill-mid-save", type=int)
+    args = parser.parse_args()
+    kill_on_save(args.kill_after_save, args.kill_mid_save)
+    space = random_space(args.ops, seed=args.seed)
+    evaluate = LoggedEvaluation(space, args.seed, args.log, args.cost)
+    res = tune_space(space, evaluate, workers=args.workers, checkpoint=args.dir, resume=args.resume)
+    trials = [[t.config, t.accuracy, t.meets] for t in res.trials]
+    print(json.dumps({"config": res.config, "accuracy": res.accuracy, "trials": trials, "evaluations": res.evaluations}))
+
+
+if __name__ == "__main__":
+    main()
