@@ -36,14 +36,23 @@ class PassModel:
 
     RIDGE = 0.05  # pull of each per-op loss towards the mean loss, against the data
     MIN_FIT = 3  # results before the additive model is trusted
-    MAX_FIT = 256  # most recent results the additive model is fitted on
+    # Most recent results the additive model is fitted on: few enough for its n x n solve to stay below the
+    # size where BLAS goes multi-threaded (OpenBLAS: n * n >= 10000); with the cores busy evaluating, a
+    # multi-threaded solve takes up to tens of milliseconds instead of a fraction of one.
+    MAX_FIT = 96
 
     def __init__(self, space: TuningSpace, criterion: AccuracyCriterion):
         self._space = space
         self._criterion = criterion
         self._seen: list[tuple[str, Config, float | None]] = []
         self._stage_counts: dict[str, list[int]] = {}
-        self._rows: list[tuple[tuple[int, ...], float]] = []  # (feature indices, loss against the baseline)
+        # The most recent MAX_FIT results, a ring buffer: features (ops at each lower precision), loss
+        # against the baseline, and their Gram matrix x x^T (shared features), kept up to date.
+        self._x = np.zeros((self.MAX_FIT, len(space) * len(PRECISIONS)))
+        self._y = np.zeros(self.MAX_FIT)
+        self._gram = np.zeros((self.MAX_FIT, self.MAX_FIT))
+        self._learnt = 0
+        self._new: list[tuple[tuple[int, ...], float]] = []  # results to add to it on the next fit
         self._baseline: float | None = None
         self._weights: np.ndarray | None = None
         self._sigma = 0.0
@@ -76,8 +85,16 @@ class PassModel:
         if accuracy is None or not math.isfinite(accuracy):
             return
         loss = (self._baseline - accuracy) if self._criterion.higher_is_better else (accuracy - self._baseline)
-        self._rows.append((self._features(config), loss))
+        self._new.append((self._features(config), loss))
         self._dirty = True
+
+    def _add(self, features: tuple[int, ...], loss: float) -> None:
+        slot, columns = self._learnt % self.MAX_FIT, list(features)
+        self._learnt += 1
+        self._x[slot] = 0.0
+        self._x[slot, columns] = 1.0
+        self._y[slot] = loss
+        self._gram[slot] = self._gram[:, slot] = self._x[:, columns].sum(axis=1)
 
     def stage_rate(self, stage: str) -> float:
         passes, fails = self._prior(stage)
@@ -88,22 +105,19 @@ class PassModel:
 
     def _fit(self) -> None:
         self._dirty = False
-        rows = self._rows[-self.MAX_FIT :]
-        if len(rows) < self.MIN_FIT:
+        for features, loss in self._new:
+            self._add(features, loss)
+        self._new.clear()
+        n = min(self._learnt, self.MAX_FIT)
+        if n < self.MIN_FIT:
             self._weights = None
             return
-        d = len(self._space) * len(PRECISIONS)
-        x = np.zeros((len(rows), d))
-        for i, (features, _) in enumerate(rows):
-            x[i, list(features)] = 1.0
-        y = np.array([loss for _, loss in rows])
-        counts = x.sum(axis=1)
+        x, y, counts = self._x[:n], self._y[:n], np.diag(self._gram)[:n]
         mean = float(np.sum(y) / max(np.sum(counts), 1.0))
-        prior = np.full(d, mean)
-        # Ridge towards the mean loss, solved in the n x n dual (n results << d features).
-        gram = x @ x.T + self.RIDGE * np.eye(len(rows))
-        alpha = np.linalg.solve(gram, y - x @ prior)
-        self._weights = prior + x.T @ alpha
+        # Ridge towards the mean loss, solved in the n x n dual (n results << d features):
+        # (x x^T + RIDGE I) alpha = y - x mean, weights = mean + x^T alpha.
+        alpha = np.linalg.solve(self._gram[:n, :n] + self.RIDGE * np.eye(n), y - mean * counts)
+        self._weights = mean + x.T @ alpha
         residual = y - x @ self._weights
         self._sigma = float(np.sqrt(np.mean(residual**2)))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -114,3 +116,17 @@ def test_the_additive_model_learns_per_op_losses():
         model.observe("int8 op-wise", config, evaluate(config.as_dict()))
     both = singles[0].replace([space.names[space.index(next(iter(n for n, p in singles[1].items() if p == "int8")))]], "int8")
     assert abs(model.predict(both) - evaluate(both.as_dict())) < 1e-3
+
+
+def test_the_additive_model_fits_the_most_recent_results_only():
+    space = random_space(12, seed=2)
+    evaluate = AdditiveLossEvaluation(space, seed=2, sensitive=0.5)
+    rng = random.Random(0)
+    configs = [Config(space, tuple(rng.choice(("fp32", *op.precisions)) for op in space)) for _ in range(PassModel.MAX_FIT + 30)]
+    everything, recent = PassModel(space, AccuracyCriterion()), PassModel(space, AccuracyCriterion())
+    for model, seen in ((everything, configs), (recent, configs[-PassModel.MAX_FIT :])):
+        model.set_baseline(evaluate(space.all_fp32().as_dict()))
+        for config in seen:
+            model.observe("int8 op-wise", config, evaluate(config.as_dict()))
+    for config in configs[:10]:
+        assert abs(everything.predict(config) - recent.predict(config)) < 1e-9
