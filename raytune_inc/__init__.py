@@ -1,21 +1,36 @@
-"""raytune-inc: accuracy-driven low-precision tuning of PyTorch models, run on Ray."""
+"""raytune-inc: accuracy-driven low-precision tuning of PyTorch models, run on Ray.
 
-from .checkpoint import HistoryError, HistoryWarning, load_history
-from .criterion import AccuracyCriterion
-from .records import Evaluation, Trial, TuneResult
-from .run import TuningError
-from .space import Config, Op, TuningSpace
-from .strategies import (
-    AutoMixedPrecisionStrategy,
-    ConservativeStrategy,
-    Strategy,
-    get_strategy,
-    known_strategies,
-    register_strategy,
-)
-from .tuner import tune_space
-from .workers import Workers
+The names below are imported when first used, so that an evaluator process, which
+needs only `raytune_inc.space` and `raytune_inc.evaluation`, does not pay for pyarrow
+and numpy at start-up.
+"""
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "AccuracyCriterion": "criterion",
+    "AutoMixedPrecisionStrategy": "strategies",
+    "Config": "space",
+    "ConservativeStrategy": "strategies",
+    "Evaluation": "records",
+    "HistoryError": "checkpoint",
+    "HistoryWarning": "checkpoint",
+    "Op": "space",
+    "Strategy": "strategies",
+    "Trial": "records",
+    "TuneResult": "records",
+    "TuningError": "run",
+    "TuningSpace": "space",
+    "Workers": "workers",
+    "get_strategy": "strategies",
+    "known_strategies": "strategies",
+    "load_history": "checkpoint",
+    "register_strategy": "strategies",
+    "tune_space": "tuner",
+}
 __all__ = [
     "AccuracyCriterion",
     "AutoMixedPrecisionStrategy",
@@ -37,3 +52,33 @@ __all__ = [
     "register_strategy",
     "tune_space",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'raytune_inc' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if TYPE_CHECKING:
+    from .checkpoint import HistoryError, HistoryWarning, load_history
+    from .criterion import AccuracyCriterion
+    from .records import Evaluation, Trial, TuneResult
+    from .run import TuningError
+    from .space import Config, Op, TuningSpace
+    from .strategies import (
+        AutoMixedPrecisionStrategy,
+        ConservativeStrategy,
+        Strategy,
+        get_strategy,
+        known_strategies,
+        register_strategy,
+    )
+    from .tuner import tune_space
+    from .workers import Workers

@@ -279,3 +279,11 @@ def test_four_evaluators_share_one_gpu():
     res = tune_space(space, CudaEvaluation(), workers=Workers(4, num_cpus=1, num_gpus=0.25))
     assert all(d.startswith("cuda") for d in res.history["device"].to_pylist())
     assert committed(res) == committed(tune_space(space, CudaEvaluation(), workers=0))
+
+
+def test_an_evaluator_process_does_not_import_the_driver_side():
+    # Evaluator start-up is on the critical path of short runs: no pyarrow, numpy or driver modules there.
+    script = "import sys, actors.evaluator; print(sorted(m for m in ('pyarrow', 'numpy', 'raytune_inc.run') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
