@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .checkpoint import HistoryStore
@@ -59,12 +59,26 @@ def tune_space(
     `resume=True` on an empty or new directory starts a new history.
     """
     run = TuningRun(space, evaluate, strategy, accuracy, precisions, max_trials, timeout, baseline)
+    return execute(run, workers, checkpoint, resume)
+
+
+def execute(
+    run: TuningRun,
+    workers: int | Workers,
+    checkpoint: str | os.PathLike | None,
+    resume: bool,
+    prepare: Callable[[TuningRun], None] | None = None,
+) -> TuneResult:
+    """Run `run` on the executor `workers` asks for, with its checkpoint; `prepare(run)` is called
+    once the recorded history (if any) is restored, before any evaluator starts."""
     executor = make_executor(workers)
     if not isinstance(resume, bool):
         raise ValueError(f"resume must be True or False, got {resume!r}")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=DIR, the directory of the history to resume")
     if checkpoint is None:
+        if prepare is not None:
+            prepare(run)
         executor.run(run)
         return run.result()
     if not isinstance(checkpoint, str | os.PathLike):
@@ -73,6 +87,8 @@ def tune_space(
     try:
         if loaded is not None:
             run.restore(loaded)
+        if prepare is not None:
+            prepare(run)
         executor.run(run)
     finally:
         try:

@@ -1,0 +1,261 @@
+"""The PyTorch backend: the tunable ops of an nn.Module, and a config applied to a copy of it.
+
+- Op discovery: modules in model order, by fully qualified name. Linear and Conv1d/2d/3d
+  take int8, bf16 and fp16; other modules with weights of their own take bf16 and fp16.
+- int8 with torchao: Linear gets static int8 activations (a per-tensor scale calibrated
+  once on the FP32 model) and per-channel int8 weights (`Int8StaticActivationInt8WeightConfig`),
+  or dynamic int8 activations where calibration never reached it. torchao has no int8
+  convolution on CPU, so a Conv's int8 numerics are emulated with torchao's own
+  quantize/dequantize primitives (per-channel weights, static per-tensor activations).
+- bf16/fp16: the module is cast, with dtype conversion at its boundaries.
+
+Calibration runs once on the FP32 model (`calibrate`); every trial reuses its statistics.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .space import FP32, LOWER_PRECISIONS, Op, TuningSpace
+
+INT8_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _own_weights(module: nn.Module) -> bool:
+    return any(p is not None for p in module._parameters.values())
+
+
+def discover_ops(
+    model: nn.Module,
+    op_name_dict: Mapping[str, Sequence[str]] | None = None,
+    op_type_dict: Mapping[str, Sequence[str]] | None = None,
+) -> TuningSpace:
+    """The tunable ops of `model`, in model order.
+
+    `op_name_dict` / `op_type_dict` map a regex (matched in full against the op's name,
+    or its module class name) to the precisions allowed for the ops it matches, as
+    Neural Compressor's dicts of the same names did; `("fp32",)` leaves an op out.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    rules = [(re.compile(k), v, "name") for k, v in (op_name_dict or {}).items()]
+    rules += [(re.compile(k), v, "type") for k, v in (op_type_dict or {}).items()]
+    ops = []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+        if isinstance(module, INT8_MODULES):
+            allowed = set(LOWER_PRECISIONS)
+        elif _own_weights(module) and all(p.is_floating_point() for p in module.parameters(recurse=False)):
+            allowed = set(DTYPES)
+        else:
+            continue
+        op_type = type(module).__name__
+        for pattern, precisions, what in rules:
+            if pattern.fullmatch(name if what == "name" else op_type):
+                allowed &= set(precisions)
+        precisions = tuple(p for p in LOWER_PRECISIONS if p in allowed)
+        if precisions:
+            ops.append(Op(name, op_type, precisions))
+    if not ops:
+        raise ValueError(
+            f"no tunable op in {type(model).__name__}: it has no Linear, Conv1d/2d/3d or other module with weights"
+            + (" left by op_name_dict/op_type_dict" if rules else "")
+        )
+    return TuningSpace(ops)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Per int8-capable module: the largest |input| seen on the calibration data, and the input's ndim."""
+
+    absmax: Mapping[str, float]
+    ndim: Mapping[str, int]
+
+
+def _batches(calib_data: Iterable) -> Iterable:
+    for batch in calib_data:
+        yield batch
+
+
+def _run(model: nn.Module, batch) -> None:
+    if isinstance(batch, Mapping):
+        model(**batch)
+    elif isinstance(batch, tuple | list):
+        model(*batch)
+    else:
+        model(batch)
+
+
+@torch.no_grad()
+def calibrate(model: nn.Module, calib_data: Iterable, names: Iterable[str]) -> Calibration:
+    """Run the FP32 model on `calib_data` once and record the input range of each module in `names`."""
+    modules = dict(model.named_modules())
+    absmax: dict[str, float] = {}
+    ndim: dict[str, int] = {}
+    hooks = []
+
+    def hook(name):
+        def record(module, args):
+            if args and isinstance(args[0], torch.Tensor) and args[0].is_floating_point():
+                absmax[name] = max(absmax.get(name, 0.0), float(args[0].detach().abs().max()))
+                ndim[name] = args[0].dim()
+
+        return record
+
+    for name in names:
+        if isinstance(modules.get(name), INT8_MODULES):
+            hooks.append(modules[name].register_forward_pre_hook(hook(name)))
+    was_training = model.training
+    model.eval()
+    try:
+        n = 0
+        for batch in _batches(calib_data):
+            _run(model, batch)
+            n += 1
+        if n == 0:
+            raise ValueError("the calibration data is empty: give at least one batch")
+    except ValueError:
+        raise
+    except Exception as exc:
+        raise ValueError(f"the FP32 model rejects the calibration data: {type(exc).__name__}: {exc}") from exc
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return Calibration(absmax, ndim)
+
+
+class CastBoundary(nn.Module):
+    """A module run in bf16/fp16: inputs cast to its dtype, floating outputs cast back."""
+
+    def __init__(self, module: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.module = module.to(dtype)
+        self.dtype = dtype
+
+    def forward(self, *args, **kwargs):
+        def cast(x, dtype):
+            return x.to(dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+
+        out_dtype = next((a.dtype for a in args if isinstance(a, torch.Tensor) and a.is_floating_point()), torch.float32)
+        out = self.module(*(cast(a, self.dtype) for a in args), **{k: cast(v, self.dtype) for k, v in kwargs.items()})
+        if isinstance(out, tuple):
+            return tuple(cast(o, out_dtype) for o in out)
+        return cast(out, out_dtype)
+
+
+class Int8Conv(nn.Module):
+    """A convolution with int8 numerics: per-output-channel int8 weights and a static per-tensor int8 input
+    scale, through torchao's quantize/dequantize primitives (torchao has no int8 convolution kernel on CPU)."""
+
+    def __init__(self, conv: nn.Conv1d | nn.Conv2d | nn.Conv3d, input_absmax: float | None):
+        super().__init__()
+        from torchao.quantization.quant_primitives import MappingType, choose_qparams_affine, dequantize_affine, quantize_affine
+
+        self._q, self._dq = quantize_affine, dequantize_affine
+        w = conv.weight.detach()
+        block = (1, *w.shape[1:])
+        scale, zero = choose_qparams_affine(w, MappingType.SYMMETRIC, block, torch.int8)
+        qw = quantize_affine(w, block, scale, zero, torch.int8)
+        self.conv = copy.copy(conv)
+        self.conv.weight = nn.Parameter(dequantize_affine(qw, block, scale, zero, torch.int8, output_dtype=w.dtype), requires_grad=False)
+        self.register_buffer("input_scale", None if input_absmax is None else torch.tensor(max(input_absmax, 1e-12) / 127.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_scale is not None:
+            block = tuple(x.shape)
+            scale = self.input_scale.reshape([1] * x.dim())
+            zero = torch.zeros_like(scale, dtype=torch.int32)
+            x = self._dq(self._q(x, block, scale, zero, torch.int8), block, scale, zero, torch.int8, output_dtype=x.dtype)
+        return self.conv(x)
+
+
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+def torchao_config(config: Mapping[str, str], calibration: Calibration, model: nn.Module):
+    """The torchao `FqnToConfig` of the int8 Linear ops of `config` (what torchao itself can apply)."""
+    from torchao.quantization import (
+        FqnToConfig,
+        Int8DynamicActivationInt8WeightConfig,
+        Int8StaticActivationInt8WeightConfig,
+        PerRow,
+        PerTensor,
+    )
+
+    modules = dict(model.named_modules())
+    out = {}
+    for name, precision in config.items():
+        if precision != "int8" or not isinstance(modules.get(name), nn.Linear):
+            continue
+        if name in calibration.absmax:
+            scale = torch.tensor(max(calibration.absmax[name], 1e-12) / 127.0).reshape([1] * calibration.ndim[name])
+            out[name] = Int8StaticActivationInt8WeightConfig(act_quant_scale=scale, granularity=[PerTensor(), PerRow()])
+        else:
+            out[name] = Int8DynamicActivationInt8WeightConfig()
+    return FqnToConfig(out)
+
+
+def apply_config(model: nn.Module, config: Mapping[str, str], calibration: Calibration) -> nn.Module:
+    """A copy of the FP32 `model` with each op at its precision in `config` (op name -> precision)."""
+    from torchao.quantization import quantize_
+
+    model = copy.deepcopy(model)
+    fqn = torchao_config(config, calibration, model)
+    if fqn.fqn_to_config:
+        quantize_(model, fqn, filter_fn=None)
+    for name, precision in config.items():
+        if precision == FP32:
+            continue
+        module = model.get_submodule(name)
+        if precision == "int8":
+            if isinstance(module, nn.Linear):
+                continue  # done by torchao above
+            _set_module(model, name, Int8Conv(module, calibration.absmax.get(name)))
+        else:
+            _set_module(model, name, CastBoundary(module, DTYPES[precision]))
+    return model.eval()
+
+
+class ModelEvaluation:
+    """The evaluation function `tune` gives the strategy: config -> eval_fn(model with that config).
+
+    Picklable; the model, eval function and calibration data travel with it to each evaluator
+    once, and calibration runs once per process, on first use.
+    """
+
+    def __init__(self, model: nn.Module, eval_fn: Callable[[nn.Module], float], calib_data: Iterable, space: TuningSpace):
+        self.model = model
+        self.eval_fn = eval_fn
+        self.calib_data = calib_data
+        self.names = space.names
+        self._calibration: Calibration | None = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_calibration"] = None  # recomputed once where it runs
+        return state
+
+    @property
+    def calibration(self) -> Calibration:
+        if self._calibration is None:
+            self._calibration = calibrate(self.model, self.calib_data, self.names)
+        return self._calibration
+
+    def build(self, config: Mapping[str, str]) -> nn.Module:
+        return apply_config(self.model, config, self.calibration)
+
+    def __call__(self, config: Mapping[str, str]) -> float:
+        with torch.no_grad():
+            return self.eval_fn(self.build(config))
