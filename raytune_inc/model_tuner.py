@@ -77,6 +77,15 @@ def tune(
         raise TypeError(f"eval_fn must be callable (model -> accuracy), got {type(eval_fn).__name__}")
     evaluation = ModelEvaluation(model, eval_fn, calib_data, space)
     evaluation.calibration  # noqa: B018 - calibrate here: bad calibration data fails before any Ray work
+    if Workers.of(workers).count:
+        from ray import cloudpickle
+
+        try:
+            cloudpickle.dumps(evaluation)
+        except Exception as exc:
+            raise TypeError(
+                f"the model, eval_fn and calib_data must be picklable to go to the evaluators: {type(exc).__name__}: {exc}"
+            ) from exc
     run = TuningRun(space, evaluation, strategy, accuracy, precisions, max_trials, timeout, None)
     run.fingerprint.update(model=model_digest(model), torch=_version("torch"), torchao=_version("torchao"))
 

@@ -80,11 +80,6 @@ class Calibration:
     ndim: Mapping[str, int]
 
 
-def _batches(calib_data: Iterable) -> Iterable:
-    for batch in calib_data:
-        yield batch
-
-
 def _run(model: nn.Module, batch) -> None:
     if isinstance(batch, Mapping):
         model(**batch)
@@ -117,7 +112,7 @@ def calibrate(model: nn.Module, calib_data: Iterable, names: Iterable[str]) -> C
     model.eval()
     try:
         n = 0
-        for batch in _batches(calib_data):
+        for batch in calib_data:
             _run(model, batch)
             n += 1
         if n == 0:
