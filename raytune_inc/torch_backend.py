@@ -80,13 +80,22 @@ class Calibration:
     ndim: Mapping[str, int]
 
 
+def model_device(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def _to(x, device: torch.device):
+    return x.to(device) if isinstance(x, torch.Tensor) else x
+
+
 def _run(model: nn.Module, batch) -> None:
+    device = model_device(model)
     if isinstance(batch, Mapping):
-        model(**batch)
+        model(**{k: _to(v, device) for k, v in batch.items()})
     elif isinstance(batch, tuple | list):
-        model(*batch)
+        model(*(_to(x, device) for x in batch))
     else:
-        model(batch)
+        model(_to(batch, device))
 
 
 @torch.no_grad()
@@ -227,7 +236,9 @@ class ModelEvaluation:
     """The evaluation function `tune` gives the strategy: config -> eval_fn(model with that config).
 
     Picklable; the model, eval function and calibration data travel with it to each evaluator
-    once, and calibration runs once per process, on first use.
+    once, and calibration runs once per process, on first use. In an evaluator that holds a
+    GPU share the model moves to CUDA (Ray hides the GPUs from the others), and torch uses as
+    many threads as the evaluator has CPUs; `eval_fn` gets the model on that device.
     """
 
     def __init__(self, model: nn.Module, eval_fn: Callable[[nn.Module], float], calib_data: Iterable, space: TuningSpace):
@@ -241,6 +252,11 @@ class ModelEvaluation:
         state = dict(self.__dict__)
         state["_calibration"] = None  # recomputed once where it runs
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if torch.cuda.is_available():
+            self.model = self.model.to("cuda")
 
     @property
     def calibration(self) -> Calibration:
