@@ -152,3 +152,15 @@ def test_parallel_model_tuning_commits_what_the_sequential_one_commits(net, data
     assert [(t.config, t.accuracy) for t in par.trials] == [(t.config, t.accuracy) for t in seq.trials]
     assert par.config == seq.config and par.accuracy == eval_fn(par.model)
     assert set(par.history["device"].to_pylist()[1:]) == {"cpu"}
+
+
+def test_the_digits_example_trains_once_and_tunes(tmp_path):
+    from raytune_inc.examples.digits import TestAccuracy, calibration_batches, trained_model
+
+    model = trained_model(tmp_path / "cnn.pt", epochs=3)
+    again = trained_model(tmp_path / "cnn.pt")  # from the cache, loaded without pickle
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True))
+    eval_fn = TestAccuracy()
+    assert eval_fn(model) > 0.8
+    res = tune(model, eval_fn, calibration_batches(1), precisions=("int8", "bf16"), workers=0)
+    assert res.accuracy == eval_fn(res.model) and res.accuracy >= res.baseline * 0.99
