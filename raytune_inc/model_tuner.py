@@ -17,9 +17,9 @@ from .evaluation import evaluate_config
 from .records import TuneResult
 from .run import BASELINE_STAGE, TuningRun
 from .strategies import Strategy
-from .torch_backend import ModelEvaluation, discover_ops, torchao_config
+from .torch_backend import ModelEvaluation, discover_ops, model_device, torchao_config
 from .tuner import execute
-from .workers import Workers
+from .workers import WorkersSpec, worker_groups
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def tune(
     precisions: Sequence[str] = ("bf16", "fp16", "int8"),
     max_trials: int = 100,
     timeout: float = 0,
-    workers: int | Workers = 4,
+    workers: WorkersSpec = 4,
     checkpoint: str | Path | None = None,
     resume: bool = False,
     op_name_dict: Mapping[str, Sequence[str]] | None = None,
@@ -77,7 +77,7 @@ def tune(
         raise TypeError(f"eval_fn must be callable (model -> accuracy), got {type(eval_fn).__name__}")
     evaluation = ModelEvaluation(model, eval_fn, calib_data, space)
     evaluation.calibration  # noqa: B018 - calibrate here: bad calibration data fails before any Ray work
-    if Workers.of(workers).count:
+    if worker_groups(workers):
         from ray import cloudpickle
 
         try:
@@ -94,7 +94,7 @@ def tune(
         # model stops the run before any evaluator starts. A resumed run has it recorded.
         if run.baseline is None:
             row = run.dispatch(space.all_fp32(), BASELINE_STAGE)
-            run.complete(row, evaluate_config(evaluation, row.config))
+            run.complete(row, evaluate_config(evaluation, row.config, device=str(model_device(model))))
             run.save()
             run.set_baseline(row.evaluation)
 

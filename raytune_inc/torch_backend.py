@@ -232,6 +232,16 @@ def apply_config(model: nn.Module, config: Mapping[str, str], calibration: Calib
     return model.eval()
 
 
+def _assigned_cpus() -> float | None:
+    """The CPUs Ray gave this process's actor, if it is one."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_assigned_resources().get("CPU") if ray.is_initialized() else None
+    except Exception:
+        return None
+
+
 class ModelEvaluation:
     """The evaluation function `tune` gives the strategy: config -> eval_fn(model with that config).
 
@@ -254,9 +264,12 @@ class ModelEvaluation:
         return state
 
     def __setstate__(self, state):
+        # Unpickled where it runs: an evaluator actor (the driver only pickles it).
         self.__dict__.update(state)
-        if torch.cuda.is_available():
+        if torch.cuda.is_available():  # Ray shows an actor only the GPUs it was given
             self.model = self.model.to("cuda")
+        if cpus := _assigned_cpus():
+            torch.set_num_threads(max(1, int(cpus)))
 
     @property
     def calibration(self) -> Calibration:

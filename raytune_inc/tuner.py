@@ -14,16 +14,16 @@ from .run import Executor, TuningRun
 from .sequential import SequentialExecutor
 from .space import TuningSpace
 from .strategies import Strategy
-from .workers import Workers
+from .workers import WorkersSpec, worker_groups
 
 
-def make_executor(workers: int | Workers) -> Executor:
-    spec = Workers.of(workers)
-    if spec.count == 0:
+def make_executor(workers: WorkersSpec) -> Executor:
+    groups = worker_groups(workers)
+    if not groups:
         return SequentialExecutor()
     from .driver import RayExecutor  # Ray is imported only when it is used
 
-    return RayExecutor(spec)
+    return RayExecutor(groups)
 
 
 def tune_space(
@@ -34,7 +34,7 @@ def tune_space(
     precisions: Sequence[str] = ("bf16", "fp16", "int8"),
     max_trials: int = 100,
     timeout: float = 0,
-    workers: int | Workers = 4,
+    workers: WorkersSpec = 4,
     checkpoint: str | Path | None = None,
     resume: bool = False,
     baseline: float | None = None,
@@ -48,7 +48,8 @@ def tune_space(
     0: none) stops dispatching and returns what was committed. `workers=0` runs in
     this process, sequentially; `workers=N` evaluates on N Ray actors, speculatively,
     with the same committed trials and result; `Workers(N, num_cpus=..., num_gpus=...)`
-    sets each evaluator's CPU and GPU share. `baseline=None` evaluates the all-fp32 config first.
+    sets each evaluator's CPU and GPU share, and a list of them makes one pool of several
+    kinds (e.g. `[Workers(2, num_cpus=4), Workers(4, num_gpus=0.25)]`). `baseline=None` evaluates the all-fp32 config first.
 
     `checkpoint=DIR` writes every evaluation to an Arrow history in DIR as the run goes
     (see `load_history`); a directory that already holds one is refused unless
@@ -64,7 +65,7 @@ def tune_space(
 
 def execute(
     run: TuningRun,
-    workers: int | Workers,
+    workers: WorkersSpec,
     checkpoint: str | os.PathLike | None,
     resume: bool,
     prepare: Callable[[TuningRun], None] | None = None,

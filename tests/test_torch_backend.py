@@ -164,3 +164,39 @@ def test_the_digits_example_trains_once_and_tunes(tmp_path):
     assert eval_fn(model) > 0.8
     res = tune(model, eval_fn, calibration_batches(1), precisions=("int8", "bf16"), workers=0)
     assert res.accuracy == eval_fn(res.model) and res.accuracy >= res.baseline * 0.99
+
+
+class ThreadsSeen:
+    """eval_fn that notes torch's thread count in the evaluator it runs in."""
+
+    def __init__(self, log, x):
+        self.log = str(log)
+        self.x = x
+
+    def __call__(self, model):
+        import os
+        import time
+
+        with open(self.log, "a") as f:
+            f.write(f"{os.getpid()} {torch.get_num_threads()}\n")
+        time.sleep(0.2)
+        with torch.no_grad():
+            return float(model(self.x).abs().mean() > 0)
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_one_pool_holds_evaluators_of_several_shares_each_with_its_threads(net, data, tmp_path):
+    from raytune_inc import Workers
+
+    log = tmp_path / "threads"
+    res = tune(net, ThreadsSeen(log, data), [data[:8]], precisions=("int8",), workers=[Workers(1, num_cpus=1), Workers(1, num_cpus=2)])
+    seen = {}
+    for line in log.read_text().splitlines():
+        pid, threads = line.split()
+        seen.setdefault(pid, set()).add(int(threads))
+    driver_pid = str(__import__("os").getpid())
+    evaluators = {pid: t for pid, t in seen.items() if pid != driver_pid}
+    assert sorted(t for ts in evaluators.values() for t in ts) == [1, 2], seen
+    assert len(set(res.history["worker"].to_pylist()[1:])) == 2
+    with pytest.raises(ValueError, match="num_gpus=1"):
+        tune(net, ThreadsSeen(log, data), [data[:8]], workers=[Workers(1), Workers(1, num_gpus=1)])
