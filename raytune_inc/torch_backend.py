@@ -9,6 +9,9 @@
   quantize/dequantize primitives (per-channel weights, static per-tensor activations).
 - bf16/fp16: the module is cast, with dtype conversion at its boundaries.
 
+Modules are changed in place on a copy of the model, so the tuned model's module names
+and state_dict keys are those of the FP32 model.
+
 Calibration runs once on the FP32 model (`calibrate`); every trial reuses its statistics.
 """
 
@@ -41,16 +44,20 @@ def discover_ops(
 
     `op_name_dict` / `op_type_dict` map a regex (matched in full against the op's name,
     or its module class name) to the precisions allowed for the ops it matches, as
-    Neural Compressor's dicts of the same names did; `("fp32",)` leaves an op out.
+    Neural Compressor's dicts of the same names did; `("fp32",)` leaves an op out. A module
+    that holds other ops (MultiheadAttention and its out_proj) is left to them.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     rules = [(re.compile(k), v, "name") for k, v in (op_name_dict or {}).items()]
     rules += [(re.compile(k), v, "type") for k, v in (op_type_dict or {}).items()]
     ops = []
+    attention: list[str] = []
     for name, module in model.named_modules():
-        if not name:
+        if not name or any(name.startswith(m + ".") for m in attention):
             continue
+        if isinstance(module, nn.MultiheadAttention):
+            attention.append(name)  # it reads its out_proj's weights itself: one op, bf16/fp16
         if isinstance(module, INT8_MODULES):
             allowed = set(LOWER_PRECISIONS)
         elif _own_weights(module) and all(p.is_floating_point() for p in module.parameters(recurse=False)):
@@ -64,6 +71,10 @@ def discover_ops(
         precisions = tuple(p for p in LOWER_PRECISIONS if p in allowed)
         if precisions:
             ops.append(Op(name, op_type, precisions))
+    # A module with weights of its own that holds other ops (e.g. MultiheadAttention and its
+    # out_proj) is not an op itself: its descendants are, so no op is inside another.
+    names = [op.name for op in ops]
+    ops = [op for op in ops if not any(other.startswith(op.name + ".") for other in names)]
     if not ops:
         raise ValueError(
             f"no tunable op in {type(model).__name__}: it has no Linear, Conv1d/2d/3d or other module with weights"
@@ -137,55 +148,56 @@ def calibrate(model: nn.Module, calib_data: Iterable, names: Iterable[str]) -> C
     return Calibration(absmax, ndim)
 
 
-class CastBoundary(nn.Module):
-    """A module run in bf16/fp16: inputs cast to its dtype, floating outputs cast back."""
+def cast_module(module: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Run `module` in bf16/fp16, in place: its weights cast, floating inputs cast to `dtype` on the way
+    in and outputs cast back to the input's dtype on the way out (hooks, so names and parents' access
+    to its weights stay as they were)."""
 
-    def __init__(self, module: nn.Module, dtype: torch.dtype):
-        super().__init__()
-        self.module = module.to(dtype)
-        self.dtype = dtype
+    def cast(x, to):
+        return x.to(to) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
 
-    def forward(self, *args, **kwargs):
-        def cast(x, dtype):
-            return x.to(dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+    def before(mod, args, kwargs):
+        mod._raytune_out_dtype = next((a.dtype for a in args if isinstance(a, torch.Tensor) and a.is_floating_point()), torch.float32)
+        return tuple(cast(a, dtype) for a in args), {k: cast(v, dtype) for k, v in kwargs.items()}
 
-        out_dtype = next((a.dtype for a in args if isinstance(a, torch.Tensor) and a.is_floating_point()), torch.float32)
-        out = self.module(*(cast(a, self.dtype) for a in args), **{k: cast(v, self.dtype) for k, v in kwargs.items()})
-        if isinstance(out, tuple):
-            return tuple(cast(o, out_dtype) for o in out)
-        return cast(out, out_dtype)
+    def after(mod, args, kwargs, out):
+        to = mod._raytune_out_dtype
+        return tuple(cast(o, to) for o in out) if isinstance(out, tuple) else cast(out, to)
 
-
-class Int8Conv(nn.Module):
-    """A convolution with int8 numerics: per-output-channel int8 weights and a static per-tensor int8 input
-    scale, through torchao's quantize/dequantize primitives (torchao has no int8 convolution kernel on CPU)."""
-
-    def __init__(self, conv: nn.Conv1d | nn.Conv2d | nn.Conv3d, input_absmax: float | None):
-        super().__init__()
-        from torchao.quantization.quant_primitives import MappingType, choose_qparams_affine, dequantize_affine, quantize_affine
-
-        self._q, self._dq = quantize_affine, dequantize_affine
-        w = conv.weight.detach()
-        block = (1, *w.shape[1:])
-        scale, zero = choose_qparams_affine(w, MappingType.SYMMETRIC, block, torch.int8)
-        qw = quantize_affine(w, block, scale, zero, torch.int8)
-        self.conv = copy.copy(conv)
-        self.conv.weight = nn.Parameter(dequantize_affine(qw, block, scale, zero, torch.int8, output_dtype=w.dtype), requires_grad=False)
-        self.register_buffer("input_scale", None if input_absmax is None else torch.tensor(max(input_absmax, 1e-12) / 127.0))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.input_scale is not None:
-            block = tuple(x.shape)
-            scale = self.input_scale.reshape([1] * x.dim())
-            zero = torch.zeros_like(scale, dtype=torch.int32)
-            x = self._dq(self._q(x, block, scale, zero, torch.int8), block, scale, zero, torch.int8, output_dtype=x.dtype)
-        return self.conv(x)
+    module.to(dtype)
+    module.register_forward_pre_hook(before, with_kwargs=True)
+    module.register_forward_hook(after, with_kwargs=True)
+    module.raytune_precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+    return module
 
 
-def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, module)
+def int8_conv(conv: nn.Conv1d | nn.Conv2d | nn.Conv3d, input_absmax: float | None) -> nn.Module:
+    """Give a convolution int8 numerics, in place: per-output-channel int8 weights and a static per-tensor
+    int8 input scale, through torchao's quantize/dequantize primitives (torchao has no int8 convolution
+    kernel on CPU, so this emulates int8's accuracy, not its speed)."""
+    from torchao.quantization.quant_primitives import MappingType, choose_qparams_affine, dequantize_affine, quantize_affine
+
+    w = conv.weight.detach()
+    block = (1, *w.shape[1:])
+    scale, zero = choose_qparams_affine(w, MappingType.SYMMETRIC, block, torch.int8)
+    qw = quantize_affine(w, block, scale, zero, torch.int8)
+    conv.weight = nn.Parameter(dequantize_affine(qw, block, scale, zero, torch.int8, output_dtype=w.dtype), requires_grad=False)
+    if input_absmax is not None:
+        input_scale = torch.tensor(max(input_absmax, 1e-12) / 127.0, device=w.device)
+
+        def quantize_input(module, args):
+            x = args[0]
+            shape = tuple(x.shape)
+            s = input_scale.to(x.dtype).reshape([1] * x.dim())
+            z = torch.zeros_like(s, dtype=torch.int32)
+            return (
+                dequantize_affine(quantize_affine(x, shape, s, z, torch.int8), shape, s, z, torch.int8, output_dtype=x.dtype),
+                *args[1:],
+            )
+
+        conv.register_forward_pre_hook(quantize_input)
+    conv.raytune_precision = "int8"
+    return conv
 
 
 def torchao_config(config: Mapping[str, str], calibration: Calibration, model: nn.Module):
@@ -226,9 +238,9 @@ def apply_config(model: nn.Module, config: Mapping[str, str], calibration: Calib
         if precision == "int8":
             if isinstance(module, nn.Linear):
                 continue  # done by torchao above
-            _set_module(model, name, Int8Conv(module, calibration.absmax.get(name)))
+            int8_conv(module, calibration.absmax.get(name))
         else:
-            _set_module(model, name, CastBoundary(module, DTYPES[precision]))
+            cast_module(module, DTYPES[precision])
     return model.eval()
 
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from raytune_inc import TuningError
 from raytune_inc.model_tuner import tune
-from raytune_inc.torch_backend import CastBoundary, Int8Conv, ModelEvaluation, apply_config, calibrate, discover_ops
+from raytune_inc.torch_backend import ModelEvaluation, apply_config, calibrate, discover_ops
 
 
 class Net(nn.Module):
@@ -79,10 +79,11 @@ def test_a_config_is_applied_to_a_copy(net, data):
     before = {k: v.clone() for k, v in net.state_dict().items()}
     model = apply_config(net, {"conv": "int8", "body.1": "int8", "body.2": "bf16", "head": "fp16"}, calibration)
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items()), "the FP32 model was changed"
-    assert isinstance(model.conv, Int8Conv)
+    assert model.conv.raytune_precision == "int8"
     assert type(model.body[1].weight).__name__ == "Int8Tensor"  # torchao's int8 tensor subclass
-    assert isinstance(model.body[2], CastBoundary) and model.body[2].module.weight.dtype == torch.bfloat16
-    assert isinstance(model.head, CastBoundary) and model.head.module.weight.dtype == torch.float16
+    assert model.body[2].weight.dtype == torch.bfloat16 and model.body[2].raytune_precision == "bf16"
+    assert model.head.weight.dtype == torch.float16
+    assert set(model.state_dict()) == set(net.state_dict())  # names as in the FP32 model
     with torch.no_grad():
         out, ref = model(data), net(data)
     assert out.dtype == torch.float32
@@ -91,7 +92,7 @@ def test_a_config_is_applied_to_a_copy(net, data):
 
 def test_int8_conv_weights_have_at_most_255_levels_per_channel(net, data):
     calibration = calibrate(net, [data], ["conv"])
-    conv = apply_config(net, {"conv": "int8"}, calibration).conv.conv
+    conv = apply_config(net, {"conv": "int8"}, calibration).conv
     for channel, original in zip(conv.weight, net.conv.weight, strict=True):
         levels = torch.unique(channel)
         step = original.abs().max() / 127.5  # symmetric int8: [-128, 127] spans 2 * absmax
@@ -200,3 +201,25 @@ def test_one_pool_holds_evaluators_of_several_shares_each_with_its_threads(net, 
     assert len(set(res.history["worker"].to_pylist()[1:])) == 2
     with pytest.raises(ValueError, match="num_gpus=1"):
         tune(net, ThreadsSeen(log, data), [data[:8]], workers=[Workers(1), Workers(1, num_gpus=1)])
+
+
+def test_no_op_is_inside_another(data):
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+            self.out = nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.out(self.attn(x, x, x)[0])
+
+    model = Attn().eval()
+    space = discover_ops(model)
+    assert [(op.name, op.type, op.precisions) for op in space] == [
+        ("attn", "MultiheadAttention", ("bf16", "fp16")),
+        ("out", "Linear", ("bf16", "fp16", "int8")),
+    ]
+    x = torch.randn(2, 5, 8)
+    calibration = calibrate(model, [x], space.names)
+    lowered = apply_config(model, {"attn": "bf16", "out": "int8"}, calibration)
+    assert 0 < (lowered(x) - model(x)).abs().max() < 0.1
