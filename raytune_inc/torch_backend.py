@@ -231,6 +231,10 @@ def apply_config(model: nn.Module, config: Mapping[str, str], calibration: Calib
     fqn = torchao_config(config, calibration, model)
     if fqn.fqn_to_config:
         quantize_(model, fqn, filter_fn=None)
+        for module in model.modules():
+            # torchao binds an extra_repr method to each module it quantizes: a reference cycle that
+            # would keep every trial's int8 weights alive until Python's next full collection.
+            module.__dict__.pop("extra_repr", None)
     for name, precision in config.items():
         if precision == FP32:
             continue

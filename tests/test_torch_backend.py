@@ -223,3 +223,25 @@ def test_no_op_is_inside_another(data):
     calibration = calibrate(model, [x], space.names)
     lowered = apply_config(model, {"attn": "bf16", "out": "int8"}, calibration)
     assert 0 < (lowered(x) - model(x)).abs().max() < 0.1
+
+
+def test_a_trials_model_is_freed_when_the_trial_ends(net, data):
+    import gc
+    import weakref
+
+    evaluation = ModelEvaluation(net, agreement(net, data), [data[:8]], discover_ops(net))
+    seen = []
+
+    def eval_fn(model):
+        seen.append(weakref.ref(model.body[1]))
+        return 1.0
+
+    evaluation.eval_fn = eval_fn
+    config = {"conv": "int8", "body.1": "int8", "body.2": "bf16", "head": "int8"}
+    evaluation(config)  # the first quantization in a process keeps one model in torchao's one-time set-up
+    gc.disable()  # no collector: only reference counting may free it
+    try:
+        evaluation(config)
+        assert seen[1]() is None, "the trial's int8 model outlived its trial (a reference cycle)"
+    finally:
+        gc.enable()
