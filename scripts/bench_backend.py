@@ -84,7 +84,7 @@ def instrument_ours() -> None:
     # only the backend's own top-level deepcopy, not copy's recursive calls
     tb.copy = types.SimpleNamespace(deepcopy=_timed_phase(copy.deepcopy, "deepcopy"), copy=copy.copy)
     tq.quantize_ = _timed_phase(tq.quantize_, "torchao_quantize")
-    tb.Int8Conv = _timed_phase(tb.Int8Conv, "int8_conv")
+    tb.int8_conv = _timed_phase(tb.int8_conv, "int8_conv")
 
 
 def timed(fn, calls: list):

