@@ -33,6 +33,7 @@ class Lost:
 class _Slot:
     name: str
     actor: Any
+    share: tuple[float, float]
 
 
 class EvaluatorPool:
@@ -46,46 +47,44 @@ class EvaluatorPool:
         self,
         space: TuningSpace,
         evaluate: EvaluateFn,
-        size: int,
-        num_cpus: float,
-        num_gpus: float = 0.0,
+        shares: list[tuple[float, float]],
         name_prefix: str = "raytune-inc",
     ):
-        if size < 1:
-            raise ValueError(f"an evaluator pool needs at least one evaluator, got {size}")
+        """One evaluator per entry of `shares`: its (num_cpus, num_gpus); a dead one is replaced with the same share."""
+        if not shares:
+            raise ValueError("an evaluator pool needs at least one evaluator")
         try:
             self._evaluate_ref = ray.put(evaluate)  # the callable goes through the object store once
         except Exception as exc:
             raise TypeError(f"the evaluation function cannot be sent to the evaluators (it must be picklable): {exc}") from exc
         self._space_ref = ray.put(space)
-        self._num_cpus = num_cpus
-        self._num_gpus = num_gpus
+        self._shares = list(shares)
         self._prefix = name_prefix
         self._started = 0
-        self._size = size
         self.idle: deque[_Slot] = deque()
         self.starting: dict[asyncio.Future, _Slot] = {}  # ready() -> evaluator
         self.in_flight: dict[asyncio.Future, tuple[_Slot, Any]] = {}
 
-    def _start(self) -> None:
-        """Start one evaluator; call inside the event loop."""
+    def _start(self, share: tuple[float, float]) -> None:
+        """Start one evaluator with `share` (num_cpus, num_gpus); call inside the event loop."""
         name = f"{self._prefix}-evaluator-{self._started}"
         self._started += 1
-        actor = RemoteEvaluator.options(name=name, num_cpus=self._num_cpus, num_gpus=self._num_gpus, max_restarts=0).remote(
+        num_cpus, num_gpus = share
+        actor = RemoteEvaluator.options(name=name, num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0).remote(
             self._space_ref, self._evaluate_ref, name
         )
-        self.starting[asyncio.wrap_future(actor.ready.remote().future())] = _Slot(name, actor)
+        self.starting[asyncio.wrap_future(actor.ready.remote().future())] = _Slot(name, actor, share)
 
     async def start(self, timeout: float) -> None:
         """Start the evaluators and wait until at least one is up, or raise naming the resources asked for."""
-        for _ in range(self._size):
-            self._start()
+        for share in self._shares:
+            self._start(share)
         while not self.idle:
             done, _ = await asyncio.wait(self.starting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             if not done:
                 raise RuntimeError(
-                    f"no evaluator started within {timeout:.0f} s ({self._size} asked for, num_cpus={self._num_cpus}, "
-                    f"num_gpus={self._num_gpus} each; the cluster has {ray.cluster_resources()}): "
+                    f"no evaluator started within {timeout:.0f} s ({len(self._shares)} asked for, (num_cpus, num_gpus) "
+                    f"{sorted(set(self._shares))}; the cluster has {ray.cluster_resources()}): "
                     "ask for fewer workers or smaller shares"
                 )
             self._take_started(done)
@@ -125,7 +124,7 @@ class EvaluatorPool:
             except LOST_ERRORS as exc:
                 finished.append((payload, Lost(slot.name, f"evaluator {slot.name} died: {type(exc).__name__}: {exc}")))
                 ray.kill(slot.actor, no_restart=True)
-                self._start()
+                self._start(slot.share)
                 continue
             except RayTaskError as exc:
                 # evaluate_config catches the user's errors; what escapes is a TypeError naming the config.

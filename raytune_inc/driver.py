@@ -40,19 +40,33 @@ def run_coroutine(coro: Coroutine[Any, Any, Any]) -> Any:
 
 
 class RayExecutor:
-    """Evaluates on `workers.count` Ray actors, speculatively, and commits in strategy order.
+    """Evaluates on Ray actors (one or more groups of `Workers`), speculatively, and commits in strategy order.
 
     `max_lost`: consecutive evaluator deaths, without a result in between, after which
     the run gives up (default: twice the evaluators, at least 3).
     """
 
-    def __init__(self, workers: Workers, max_lost: int | None = None, start_timeout: float = 120.0):
-        self.workers = workers
-        self.max_lost = max_lost if max_lost is not None else max(3, 2 * workers.count)
+    def __init__(self, groups: Workers | list[Workers], max_lost: int | None = None, start_timeout: float = 120.0):
+        self.groups = [groups] if isinstance(groups, Workers) else list(groups)
+        count = sum(g.count for g in self.groups)
+        self.max_lost = max_lost if max_lost is not None else max(3, 2 * count)
         self.start_timeout = start_timeout
 
+    def shares(self) -> list[tuple[float, float]]:
+        """(num_cpus, num_gpus) of each evaluator, checked against the cluster."""
+        gpus = ray.cluster_resources().get("GPU", 0.0)
+        count = sum(g.count for g in self.groups)
+        shares = []
+        for g in self.groups:
+            if g.num_gpus > gpus:
+                raise ValueError(
+                    f"each evaluator asks for num_gpus={g.num_gpus}, but the Ray cluster has {gpus:g} GPUs"
+                    + (" (no CUDA device was found)" if not gpus else "")
+                )
+            shares += [(g.num_cpus if g.num_cpus is not None else cpus_per_evaluator(count), g.num_gpus)] * g.count
+        return shares
+
     def run(self, run: TuningRun) -> None:
-        spec = self.workers
         if run.baseline is not None and run.recorded:
             run.start_path()
             run.replay_recorded()  # resume: no Ray at all when the recorded results finish the path
@@ -60,14 +74,7 @@ class RayExecutor:
             if run.path.done:
                 return
         with ray_session():
-            gpus = ray.cluster_resources().get("GPU", 0.0)
-            if spec.num_gpus > gpus:
-                raise ValueError(
-                    f"each evaluator asks for num_gpus={spec.num_gpus}, but the Ray cluster has {gpus:g} GPUs"
-                    + (" (no CUDA device was found)" if not gpus else "")
-                )
-            num_cpus = spec.num_cpus if spec.num_cpus is not None else cpus_per_evaluator(spec.count)
-            pool = EvaluatorPool(run.space, run.evaluate, spec.count, num_cpus, spec.num_gpus, f"raytune-inc-{run.run_id[:8]}")
+            pool = EvaluatorPool(run.space, run.evaluate, self.shares(), f"raytune-inc-{run.run_id[:8]}")
             run_coroutine(self._drive(run, pool))
 
     async def _drive(self, run: TuningRun, pool: EvaluatorPool) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .checkpoint import HistoryStore
@@ -14,16 +14,16 @@ from .run import Executor, TuningRun
 from .sequential import SequentialExecutor
 from .space import TuningSpace
 from .strategies import Strategy
-from .workers import Workers
+from .workers import WorkersSpec, worker_groups
 
 
-def make_executor(workers: int | Workers) -> Executor:
-    spec = Workers.of(workers)
-    if spec.count == 0:
+def make_executor(workers: WorkersSpec) -> Executor:
+    groups = worker_groups(workers)
+    if not groups:
         return SequentialExecutor()
     from .driver import RayExecutor  # Ray is imported only when it is used
 
-    return RayExecutor(spec)
+    return RayExecutor(groups)
 
 
 def tune_space(
@@ -34,7 +34,7 @@ def tune_space(
     precisions: Sequence[str] = ("bf16", "fp16", "int8"),
     max_trials: int = 100,
     timeout: float = 0,
-    workers: int | Workers = 4,
+    workers: WorkersSpec = 4,
     checkpoint: str | Path | None = None,
     resume: bool = False,
     baseline: float | None = None,
@@ -48,7 +48,8 @@ def tune_space(
     0: none) stops dispatching and returns what was committed. `workers=0` runs in
     this process, sequentially; `workers=N` evaluates on N Ray actors, speculatively,
     with the same committed trials and result; `Workers(N, num_cpus=..., num_gpus=...)`
-    sets each evaluator's CPU and GPU share. `baseline=None` evaluates the all-fp32 config first.
+    sets each evaluator's CPU and GPU share, and a list of them makes one pool of several
+    kinds (e.g. `[Workers(2, num_cpus=4), Workers(4, num_gpus=0.25)]`). `baseline=None` evaluates the all-fp32 config first.
 
     `checkpoint=DIR` writes every evaluation to an Arrow history in DIR as the run goes
     (see `load_history`); a directory that already holds one is refused unless
@@ -59,12 +60,26 @@ def tune_space(
     `resume=True` on an empty or new directory starts a new history.
     """
     run = TuningRun(space, evaluate, strategy, accuracy, precisions, max_trials, timeout, baseline)
+    return execute(run, workers, checkpoint, resume)
+
+
+def execute(
+    run: TuningRun,
+    workers: WorkersSpec,
+    checkpoint: str | os.PathLike | None,
+    resume: bool,
+    prepare: Callable[[TuningRun], None] | None = None,
+) -> TuneResult:
+    """Run `run` on the executor `workers` asks for, with its checkpoint; `prepare(run)` is called
+    once the recorded history (if any) is restored, before any evaluator starts."""
     executor = make_executor(workers)
     if not isinstance(resume, bool):
         raise ValueError(f"resume must be True or False, got {resume!r}")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=DIR, the directory of the history to resume")
     if checkpoint is None:
+        if prepare is not None:
+            prepare(run)
         executor.run(run)
         return run.result()
     if not isinstance(checkpoint, str | os.PathLike):
@@ -73,6 +88,8 @@ def tune_space(
     try:
         if loaded is not None:
             run.restore(loaded)
+        if prepare is not None:
+            prepare(run)
         executor.run(run)
     finally:
         try:

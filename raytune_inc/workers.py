@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -34,3 +35,20 @@ class Workers:
     @classmethod
     def of(cls, workers: int | Workers) -> Workers:
         return workers if isinstance(workers, Workers) else cls(workers)
+
+
+WorkersSpec = int | Workers | Sequence[Workers]
+
+
+def worker_groups(workers: WorkersSpec) -> list[Workers]:
+    """The evaluator groups a `workers=` argument asks for: an int or one Workers is one group; a
+    list of Workers is a pool mixing them (e.g. CPU evaluators and GPU evaluators). An empty
+    result means in-process."""
+    if isinstance(workers, int | Workers):
+        group = Workers.of(workers)
+        return [group] if group.count else []
+    if isinstance(workers, Sequence) and not isinstance(workers, str) and all(isinstance(w, Workers) for w in workers):
+        if not workers or any(w.count == 0 for w in workers):
+            raise ValueError("a list of Workers groups needs at least one group, each with count >= 1")
+        return list(workers)
+    raise TypeError(f"workers must be an int, a Workers or a list of Workers, got {workers!r}")

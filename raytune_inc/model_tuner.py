@@ -1,0 +1,108 @@
+"""`tune(model, eval_fn, calib_data, ...)`: the model-level entry point, on the PyTorch backend."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .criterion import AccuracyCriterion
+from .evaluation import evaluate_config
+from .records import TuneResult
+from .run import BASELINE_STAGE, TuningRun
+from .strategies import Strategy
+from .torch_backend import ModelEvaluation, discover_ops, model_device, torchao_config
+from .tuner import execute
+from .workers import WorkersSpec, worker_groups
+
+
+@dataclass(frozen=True)
+class ModelTuneResult(TuneResult):
+    """A TuneResult with the tuned model: `model` has every op at its precision in `config`
+    (the FP32 model when no config met the goal); `torchao_config` is the torchao FqnToConfig of
+    its int8 Linear ops."""
+
+    model: nn.Module | None = None
+    torchao_config: Any = None
+
+
+def model_digest(model: nn.Module) -> str:
+    """A hash of the model's structure and weights: a checkpoint is only resumed for the same model."""
+    h = hashlib.sha256(repr(model).encode())
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(str(tensor.dtype).encode())
+        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def tune(
+    model: nn.Module,
+    eval_fn: Callable[[nn.Module], float],
+    calib_data: Iterable,
+    strategy: str | Strategy = "conservative",
+    accuracy: AccuracyCriterion | None = None,
+    precisions: Sequence[str] = ("bf16", "fp16", "int8"),
+    max_trials: int = 100,
+    timeout: float = 0,
+    workers: WorkersSpec = 4,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    op_name_dict: Mapping[str, Sequence[str]] | None = None,
+    op_type_dict: Mapping[str, Sequence[str]] | None = None,
+) -> ModelTuneResult:
+    """Find the most lowered version of the FP32 `model` whose `eval_fn(model)` meets the goal.
+
+    `calib_data` is an iterable of inputs (a tensor, a tuple of positional inputs or a dict
+    of keyword inputs per batch), run once through the FP32 model to calibrate the int8
+    activation scales. The model, `eval_fn` and `calib_data` go to each evaluator once.
+    Everything else is as in `tune_space`; `op_name_dict` / `op_type_dict` restrict the
+    precisions of ops by name or module type (regex -> allowed precisions).
+    """
+    space = discover_ops(model, op_name_dict, op_type_dict)
+    if not callable(eval_fn):
+        raise TypeError(f"eval_fn must be callable (model -> accuracy), got {type(eval_fn).__name__}")
+    evaluation = ModelEvaluation(model, eval_fn, calib_data, space)
+    evaluation.calibration  # noqa: B018 - calibrate here: bad calibration data fails before any Ray work
+    if worker_groups(workers):
+        from ray import cloudpickle
+
+        try:
+            cloudpickle.dumps(evaluation)
+        except Exception as exc:
+            raise TypeError(
+                f"the model, eval_fn and calib_data must be picklable to go to the evaluators: {type(exc).__name__}: {exc}"
+            ) from exc
+    run = TuningRun(space, evaluation, strategy, accuracy, precisions, max_trials, timeout, None)
+    run.fingerprint.update(model=model_digest(model), torch=_version("torch"), torchao=_version("torchao"))
+
+    def baseline_here(run: TuningRun) -> None:
+        # The FP32 evaluation runs in this process first: an eval_fn that fails on the FP32
+        # model stops the run before any evaluator starts. A resumed run has it recorded.
+        if run.baseline is None:
+            row = run.dispatch(space.all_fp32(), BASELINE_STAGE)
+            run.complete(row, evaluate_config(evaluation, row.config, device=str(model_device(model))))
+            run.save()
+            run.set_baseline(row.evaluation)
+
+    res = execute(run, workers, checkpoint, resume, prepare=baseline_here)
+    config = res.config if res.config is not None else dict.fromkeys(space.names, "fp32")
+    tuned = evaluation.build(config)
+    return ModelTuneResult(
+        **{f.name: getattr(res, f.name) for f in fields(TuneResult)},
+        model=tuned,
+        torchao_config=torchao_config(config, evaluation.calibration, model),
+    )

@@ -1,0 +1,463 @@
+"""Benchmark of the PyTorch backend: per-trial cost outside the evaluation, beside INC 2.6; evaluator memory.
+
+    PYTHONPATH=. .venv/bin/python scripts/bench_backend.py [--rounds 2] [--repeats 5] [--threads 1]
+        [--inc-python .venv-inc/bin/python] [--skip-inc] [--out runs/bench_backend.json]
+
+Part 1, per-trial overhead. On each model (scripts/bench/inc_example.py's three-layer model and the digits CNN
+of scripts/bench/digits_example.py, with their evaluation and calibration data), `tune(model, eval_fn,
+calib_inputs, strategy="conservative", precisions=("int8",), workers=0)` runs `--repeats` times, and INC 2.6's
+conservative strategy runs `--repeats` fits through scripts/bench/inc_conservative.py in `.venv-inc` (a
+subprocess), alternately (ours, INC, ours, INC, ... `--rounds` times each). Both time a trial the same way: the
+eval function is wrapped, and a trial's overhead is the time from the end of one evaluation to the start of
+the next (for ours: build = deepcopy + torchao, strategy and bookkeeping; calibration runs once per run, before
+the baseline evaluation). Figures are medians and quartiles over all trials of all runs; torch uses `--threads`
+intra-op threads on both sides. INC's figure is also given without its two gc.collect calls per trial, whose
+cost grows with the number of live objects in the process, not with the model.
+
+Part 2, evaluator memory. `tune(..., workers=2)` on a local Ray instance, with an eval function that appends,
+per call, the evaluator process's peak RSS (getrusage ru_maxrss) and current RSS to a file per PID. Run on the
+digits CNN and on a wide MLP (6 x Linear(1024, 1024) + a head, 24 MiB) that makes a per-trial copy visible if one
+were kept. The evaluation there is minus the mean |logit difference| from the FP32 model with a zero tolerance:
+every lowered config fails, so conservative tries every op at every precision (the most trials a space allows).
+Reported per evaluator: RSS once it holds the evaluation (model included; torchao imported), after its first and
+last evaluation, peak RSS, the RSS growth per evaluation over the second half of its evaluations, and the copies
+of the model alive at the end of each evaluation (live Linear/Conv modules over the model's count; 2 = the held
+model and the trial's own build).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import types
+import warnings
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "scripts", "bench")
+sys.path[:0] = [ROOT, BENCH]
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from raytune_inc import AccuracyCriterion  # noqa: E402
+from raytune_inc import torch_backend as tb  # noqa: E402
+from raytune_inc.model_tuner import tune  # noqa: E402
+
+MODELS = {"three-layer": "inc_example", "digits CNN": "digits_example"}  # name -> module in scripts/bench
+
+# --- part 1: per-trial overhead --------------------------------------------------------------------------
+
+PHASES: dict[str, float] = {}  # seconds spent so far in each instrumented step of ours
+
+
+def _timed_phase(fn, phase: str):
+    PHASES[phase] = 0.0
+
+    def wrapper(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            PHASES[phase] += time.perf_counter() - t0
+
+    return wrapper
+
+
+def instrument_ours() -> None:
+    """Time the backend's steps: calibration, build (apply_config) and, within it, the model's deep copy,
+    torchao's quantize_ (int8 Linear) and the int8 Conv emulation."""
+    import torchao.quantization as tq
+
+    tb.calibrate = _timed_phase(tb.calibrate, "calibrate")
+    tb.apply_config = _timed_phase(tb.apply_config, "build")
+    # only the backend's own top-level deepcopy, not copy's recursive calls
+    tb.copy = types.SimpleNamespace(deepcopy=_timed_phase(copy.deepcopy, "deepcopy"), copy=copy.copy)
+    tq.quantize_ = _timed_phase(tq.quantize_, "torchao_quantize")
+    tb.int8_conv = _timed_phase(tb.int8_conv, "int8_conv")
+
+
+def timed(fn, calls: list):
+    def wrapper(model):
+        t0, phases = time.perf_counter(), dict(PHASES)
+        value = fn(model)
+        calls.append((t0, time.perf_counter(), float(value), phases))
+        return value
+
+    return wrapper
+
+
+def spread(xs: list[float]) -> dict:
+    xs = sorted(xs)
+    q = statistics.quantiles(xs, n=4, method="inclusive") if len(xs) > 1 else [xs[0]] * 3
+    return {"median": statistics.median(xs), "min": xs[0], "q1": q[0], "q3": q[2], "max": xs[-1], "n": len(xs)}
+
+
+def ours_once(mod) -> dict:
+    model = mod.model()
+    calib = [x for x, _ in mod.calib_data()]  # the same tensors INC calibrates on, without the labels
+    calls: list = []
+    t0 = time.perf_counter()
+    res = tune(model, timed(mod.evaluate, calls), calib, strategy="conservative", precisions=("int8",), workers=0)
+    t1 = time.perf_counter()
+    trials = []
+    for (_, prev_end, _, prev_ph), (s, e, acc, ph) in zip(calls, calls[1:], strict=False):
+        steps = {k: ph[k] - prev_ph[k] for k in ph}
+        build = steps.pop("build")
+        steps["build_other"] = build - steps["deepcopy"] - steps["torchao_quantize"] - steps["int8_conv"]
+        steps["rest"] = (s - prev_end) - build - steps["calibrate"]
+        trials.append({"overhead_s": s - prev_end, "build_s": build, "eval_s": e - s, "accuracy": acc, "steps_s": steps})
+    config = res.config or {}
+    return {
+        "total_s": t1 - t0,
+        "before_baseline_s": calls[0][0] - t0,  # op discovery, calibration (once), the baseline's build
+        "calibrate_s": calls[0][3]["calibrate"],
+        "baseline_accuracy": calls[0][2],
+        "trials": trials,
+        "result": {
+            "accuracy": float(mod.evaluate(res.model)),
+            "int8_ops": sum(p == "int8" for p in config.values()),
+            "int8_op_names": [n for n, p in config.items() if p == "int8"],
+        },
+    }
+
+
+def ours_block(mod, repeats: int) -> list[dict]:
+    runs = [ours_once(mod) for _ in range(repeats)]
+    o = spread([t["overhead_s"] for r in runs for t in r["trials"]])
+    print(f"    ours  {mod.__name__:15s} overhead per trial median {o['median'] * 1e3:7.2f} ms (n={o['n']})", flush=True)
+    return runs
+
+
+def inc_block(module: str, args, tmp: str, tag: str) -> dict:
+    out = os.path.join(tmp, f"inc-{module}-{tag}.json")
+    cmd = [args.inc_python, os.path.join(BENCH, "inc_conservative.py"), "--path", ROOT]
+    cmd += ["--model", f"{module}:model", "--eval", f"{module}:evaluate", "--calib", f"{module}:calib_data"]
+    cmd += ["--repeats", str(args.repeats), "--threads", str(args.threads), "--out", out]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"INC harness failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    with open(out) as f:
+        report = json.load(f)
+    o = report["summary"]["overhead_per_trial_s"]
+    print(f"    INC   {module:15s} overhead per trial median {o['median'] * 1e3:7.2f} ms (n={o['n']})", flush=True)
+    return report
+
+
+def summarize_ours(runs: list[dict]) -> dict:
+    trials = [t for r in runs for t in r["trials"]]
+    return {
+        "overhead_per_trial_s": spread([t["overhead_s"] for t in trials]),
+        "build_per_trial_s": spread([t["build_s"] for t in trials]),
+        "eval_per_trial_s": spread([t["eval_s"] for t in trials]),
+        "steps_per_trial_median_s": {k: statistics.median(t["steps_s"][k] for t in trials) for k in trials[0]["steps_s"]},
+        "calibrate_per_run_s": spread([r["calibrate_s"] for r in runs]),
+        "before_baseline_s": spread([r["before_baseline_s"] for r in runs]),
+        "total_s": spread([r["total_s"] for r in runs]),
+        "trials_per_run": sorted({len(r["trials"]) for r in runs}),
+        "baseline_accuracy": runs[-1]["baseline_accuracy"],
+        "result": runs[-1]["result"],
+    }
+
+
+def summarize_inc(reports: list[dict]) -> dict:
+    trials = [t for rep in reports for r in rep["runs"] for t in r["trials"]]
+    last = reports[-1]["summary"]
+    return {
+        "overhead_per_trial_s": spread([t["overhead_s"] for t in trials]),
+        "overhead_without_gc_per_trial_s": spread([t["overhead_s"] - t["steps_s"]["gc_collect"] for t in trials]),
+        "eval_per_trial_s": spread([t["eval_s"] for t in trials]),
+        "steps_per_trial_median_s": {k: statistics.median(t["steps_s"][k] for t in trials) for k in trials[0]["steps_s"]},
+        "trials_per_run": sorted({n for rep in reports for n in rep["summary"]["trials_per_run"]}),
+        "baseline_accuracy": last["baseline_accuracy"],
+        "result": last["result"],
+        "gc_tracked_objects": reports[-1]["versions"]["gc_tracked_objects"],
+        "versions": reports[-1]["versions"],
+        "block_medians_s": [rep["summary"]["overhead_per_trial_s"]["median"] for rep in reports],
+    }
+
+
+# --- part 2: evaluator memory ----------------------------------------------------------------------------
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+class RssProbe:
+    """eval_fn wrapper: appends this process's peak and current RSS to <dir>/<pid>.jsonl once it has the
+    evaluation (model included: unpickled before this wrapper) and after each call."""
+
+    def __init__(self, eval_fn, out_dir: str):
+        self.eval_fn, self.out_dir, self.calls = eval_fn, out_dir, 0
+
+    def _write(self, row: dict) -> None:
+        with open(os.path.join(self.out_dir, f"{os.getpid()}.jsonl"), "a") as f:
+            f.write(json.dumps({**row, "maxrss_bytes": _peak_rss_bytes(), "rss_bytes": _rss_bytes()}) + "\n")
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        import torchao.quantization  # noqa: F401 - imported by the first int8 build anyway: count it before, as code, not per trial
+
+        self._write({"call": 0})
+
+    def __call__(self, model) -> float:
+        value = self.eval_fn(model)
+        self.calls += 1
+        # live Linear/Conv modules in the process (no collection run): the held model's, this trial's build's
+        # (still referenced here) and any earlier trial's not yet freed
+        with warnings.catch_warnings():  # isinstance on some of torch's deprecated objects warns
+            warnings.simplefilter("ignore")
+            layers = sum(isinstance(o, tb.INT8_MODULES) for o in gc.get_objects())
+        self._write({"call": self.calls, "layers_alive": layers})
+        return value
+
+
+class OutputDistance:
+    """A higher-is-better evaluation that only the FP32 model meets with a zero tolerance: minus the mean
+    |logit difference| from the FP32 model on fixed inputs. Every lowered config fails, so conservative
+    falls back to op-wise trials for every op type at every precision: the most trials a space allows."""
+
+    def __init__(self, model: nn.Module, x: torch.Tensor):
+        self.x = x
+        with torch.no_grad():
+            self.ref = model(x)
+
+    def __call__(self, model) -> float:
+        with torch.no_grad():
+            return -float((model(self.x) - self.ref).abs().mean())
+
+
+class WideMLP(nn.Module):
+    def __init__(self, width: int = 1024, depth: int = 6):
+        super().__init__()
+        self.layers = nn.Sequential(*(m for _ in range(depth) for m in (nn.Linear(width, width), nn.ReLU())))
+        self.head = nn.Linear(width, 10)
+
+    def forward(self, x):
+        return self.head(self.layers(x))
+
+
+def model_bytes(model: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+
+
+def _slope(ys: list[int]) -> float:
+    """Least-squares growth per call of ys (bytes per evaluation)."""
+    if len(ys) < 2:
+        return 0.0
+    xs = range(len(ys))
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+
+
+def memory_run(name: str, model, eval_fn, calib, workers: int) -> dict:
+    out_dir = tempfile.mkdtemp(prefix="bench-backend-rss-")
+    try:
+        res = tune(
+            model,
+            RssProbe(eval_fn, out_dir),
+            calib,
+            strategy="conservative",
+            accuracy=AccuracyCriterion(tolerable_loss=0.0),
+            precisions=("int8", "bf16", "fp16"),
+            workers=workers,
+        )
+        evaluators = {}
+        for fname in sorted(os.listdir(out_dir)):
+            pid = int(fname.split(".")[0])
+            if pid != os.getpid():  # the baseline runs in this process
+                with open(os.path.join(out_dir, fname)) as f:
+                    evaluators[pid] = [json.loads(line) for line in f]
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    size = model_bytes(model)
+    n_layers = sum(isinstance(m, tb.INT8_MODULES) for m in model.modules())
+    rows = []
+    for pid, calls in evaluators.items():
+        start, evals = calls[0], calls[1:]  # start: the evaluation received (model included), before any trial
+        series = [c["rss_bytes"] for c in evals]
+        half = series[len(series) // 2 :]
+        copies = [c["layers_alive"] / n_layers for c in evals]
+        rows.append(
+            {
+                "pid": pid,
+                "evaluations": len(evals),
+                "rss_start_bytes": start["rss_bytes"],
+                "rss_after_first_bytes": series[0],
+                "rss_after_last_bytes": series[-1],
+                "peak_rss_bytes": evals[-1]["maxrss_bytes"],
+                "peak_over_start_bytes": evals[-1]["maxrss_bytes"] - start["rss_bytes"],
+                "growth_first_to_last_bytes": series[-1] - series[0],
+                "slope_second_half_bytes_per_eval": _slope(half),
+                "rss_series_bytes": series,
+                "model_copies_alive": copies,  # 2.0: the held model and the trial's own build
+            }
+        )
+    mib = 2**20
+    print(f"  {name}: model {size / mib:.2f} MiB, {len(res.trials)} trials, {res.evaluations} evaluations", flush=True)
+    for r in rows:
+        print(
+            f"    evaluator {r['pid']}: {r['evaluations']:3d} evaluations, RSS {r['rss_start_bytes'] / mib:.1f} MiB before the first, "
+            f"{r['rss_after_first_bytes'] / mib:.1f} after it, {r['rss_after_last_bytes'] / mib:.1f} after the last; "
+            f"peak {r['peak_rss_bytes'] / mib:.1f} MiB ({r['peak_over_start_bytes'] / size:+.2f} x model over the start); "
+            f"second-half slope {r['slope_second_half_bytes_per_eval'] / mib:+.2f} MiB/evaluation; "
+            f"model copies alive {min(r['model_copies_alive']):g} to {max(r['model_copies_alive']):g}",
+            flush=True,
+        )
+    return {"model": name, "model_bytes": size, "trials": len(res.trials), "evaluations": res.evaluations, "evaluators": rows}
+
+
+def memory_part(workers: int) -> list[dict]:
+    import digits_example
+
+    torch.manual_seed(0)
+    wide = WideMLP().eval()
+    x = torch.randn(256, 1024, generator=torch.Generator().manual_seed(1))
+    calib = list(torch.randn(100, 1024, generator=torch.Generator().manual_seed(2)).split(25))
+    digits = digits_example.model()
+    digits_calib = [b for b, _ in digits_example.calib_data()]
+    return [
+        memory_run("digits CNN", digits, OutputDistance(digits, digits_example.evaluate.x), digits_calib, workers),
+        memory_run("wide MLP", wide, OutputDistance(wide, x), calib, workers),
+    ]
+
+
+# --- report ------------------------------------------------------------------------------------------
+
+
+def ms(s: float) -> str:
+    return f"{s * 1e3:.1f} ms" if s < 1 else f"{s:.2f} s"
+
+
+def print_tables(rows: dict, memory: list[dict]) -> None:
+    print("\nPer-trial overhead outside the evaluation (median, quartiles), conservative, int8")
+    head = "| model | ours | INC 2.6 | INC / ours | INC without gc.collect | / ours | trials (ours, INC) | accuracy ours / INC (FP32) "
+    head += "| int8 ops ours / INC |"
+    print(head)
+    print("| --- " * (head.count("|") - 1) + "|")
+    for name, r in rows.items():
+        o, i = r["ours"], r.get("inc")
+        ours = f"{ms(o['overhead_per_trial_s']['median'])} ({ms(o['overhead_per_trial_s']['q1'])} – {ms(o['overhead_per_trial_s']['q3'])})"
+        if i is None:
+            print(f"| {name} | {ours} | | | | | {o['trials_per_run']} | {o['result']['accuracy']:.3f} | {o['result']['int8_ops']} |")
+            continue
+        io, ig = i["overhead_per_trial_s"], i["overhead_without_gc_per_trial_s"]
+        acc = f"{o['result']['accuracy']:.3f} / {i['result']['accuracy']:.3f} ({o['baseline_accuracy']:.3f})"
+        print(
+            f"| {name} | {ours} | {ms(io['median'])} ({ms(io['q1'])} – {ms(io['q3'])}) | {r['ratio']:.1f}x | "
+            f"{ms(ig['median'])} | {r['ratio_without_gc']:.1f}x | {o['trials_per_run']}, {i['trials_per_run']} | {acc} | "
+            f"{o['result']['int8_ops']} / {i['result']['int8_ops']} |"
+        )
+    print(
+        "\nOurs per trial (medians): "
+        + "; ".join(
+            f"{n}: build {ms(r['ours']['build_per_trial_s']['median'])} ("
+            + ", ".join(f"{k} {ms(v)}" for k, v in r["ours"]["steps_per_trial_median_s"].items())
+            + f"), calibration once per run {ms(r['ours']['calibrate_per_run_s']['median'])}"
+            for n, r in rows.items()
+        )
+    )
+    mib = 2**20
+    print("\nEvaluator memory: tune(workers=2), conservative over int8/bf16/fp16, every lowered config failing (op-wise trials)")
+    cols = ("model", "model size", "evaluations", "RSS before 1st trial", "after 1st", "after last", "peak", "peak - start")
+    print("| " + " | ".join((*cols, "slope, 2nd half", "copies alive")) + " |")
+    print("| --- " * 10 + "|")
+    for m in memory:
+        for e in m["evaluators"]:
+            print(
+                f"| {m['model']} | {m['model_bytes'] / mib:.2f} MiB | {e['evaluations']} | {e['rss_start_bytes'] / mib:.1f} MiB | "
+                f"{e['rss_after_first_bytes'] / mib:.1f} MiB | {e['rss_after_last_bytes'] / mib:.1f} MiB | "
+                f"{e['peak_rss_bytes'] / mib:.1f} MiB | "
+                f"{e['peak_over_start_bytes'] / mib:.1f} MiB ({e['peak_over_start_bytes'] / m['model_bytes']:.2f}x model) | "
+                f"{e['slope_second_half_bytes_per_eval'] / mib:+.2f} MiB/eval | "
+                f"{min(e['model_copies_alive']):g} – {max(e['model_copies_alive']):g} |"
+            )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=2, help="alternations ours, INC per model")
+    p.add_argument("--repeats", type=int, default=5, help="tuning runs per block (ours) and fits per block (INC)")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads, both sides")
+    p.add_argument("--inc-python", default=os.path.join(ROOT, ".venv-inc", "bin", "python"))
+    p.add_argument("--skip-inc", action="store_true")
+    p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--workers", type=int, default=2, help="evaluators of the memory run")
+    p.add_argument("--out", default="runs/bench_backend.json")
+    args = p.parse_args()
+    if not args.skip_inc and not os.path.exists(args.inc_python):
+        raise SystemExit(f"{args.inc_python} not found: run `bash scripts/bench/setup_inc.sh` first, or pass --skip-inc")
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    modules = {name: __import__(m) for name, m in MODELS.items()}
+    for mod in modules.values():
+        mod.model()  # the digits CNN is trained and cached here, before either side loads it
+    instrument_ours()
+
+    ours: dict[str, list] = {n: [] for n in modules}
+    inc: dict[str, list] = {n: [] for n in modules}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rnd in range(args.rounds):
+            print(f"round {rnd + 1}/{args.rounds}", flush=True)
+            for name, mod in modules.items():
+                ours[name] += ours_block(mod, args.repeats)
+                if not args.skip_inc:
+                    inc[name].append(inc_block(MODELS[name], args, tmp, str(rnd)))
+    gc_objects = len(gc.get_objects())
+
+    rows = {}
+    for name in modules:
+        r = {"ours": summarize_ours(ours[name])}
+        r["ours"]["block_medians_s"] = [
+            statistics.median(t["overhead_s"] for run in ours[name][i : i + args.repeats] for t in run["trials"])
+            for i in range(0, len(ours[name]), args.repeats)
+        ]
+        if inc[name]:
+            r["inc"] = summarize_inc(inc[name])
+            r["ratio"] = r["inc"]["overhead_per_trial_s"]["median"] / r["ours"]["overhead_per_trial_s"]["median"]
+            r["ratio_without_gc"] = r["inc"]["overhead_without_gc_per_trial_s"]["median"] / r["ours"]["overhead_per_trial_s"]["median"]
+        rows[name] = r
+
+    memory = [] if args.skip_memory else (print("memory", flush=True) or memory_part(args.workers))
+    print_tables(rows, memory)
+    inc_objects = next((r["inc"]["gc_tracked_objects"] for r in rows.values() if "inc" in r), "-")
+    print(f"\ngc-tracked objects: our process {gc_objects}, INC's {inc_objects}")
+
+    import ray
+    import torchao
+
+    report = {
+        "config": vars(args),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "versions": {"torch": torch.__version__, "torchao": torchao.__version__, "ray": ray.__version__},
+        "threads": torch.get_num_threads(),
+        "gc_tracked_objects": gc_objects,
+        "overhead": rows,
+        "runs": {"ours": ours, "inc": {n: [rep["runs"] for rep in reps] for n, reps in inc.items()}},
+        "memory": memory,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=1)
+    print(f"JSON: {args.out}")
+
+
+if __name__ == "__main__":
+    main()

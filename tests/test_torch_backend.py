@@ -1,0 +1,281 @@
+"""The PyTorch backend: op discovery, configs applied with torchao, calibration once, tune()."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+from torch import nn
+
+from raytune_inc import TuningError
+from raytune_inc.model_tuner import tune
+from raytune_inc.torch_backend import ModelEvaluation, apply_config, calibrate, discover_ops
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3)
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(8 * 6 * 6, 32), nn.LayerNorm(32), nn.ReLU())
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.head(self.body(torch.relu(self.conv(x))))
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return Net().eval()
+
+
+@pytest.fixture(scope="module")
+def data():
+    torch.manual_seed(1)
+    return torch.randn(128, 1, 8, 8)
+
+
+def agreement(model_ref, x):
+    ref = model_ref(x).argmax(1)
+
+    def eval_fn(model):
+        with torch.no_grad():
+            return float((model(x).argmax(1) == ref).float().mean())
+
+    return eval_fn
+
+
+def test_ops_are_found_in_model_order_with_their_precisions(net):
+    space = discover_ops(net)
+    assert [(op.name, op.type, op.precisions) for op in space] == [
+        ("conv", "Conv2d", ("bf16", "fp16", "int8")),
+        ("body.1", "Linear", ("bf16", "fp16", "int8")),
+        ("body.2", "LayerNorm", ("bf16", "fp16")),
+        ("head", "Linear", ("bf16", "fp16", "int8")),
+    ]
+
+
+def test_ops_can_be_restricted_by_name_and_type(net):
+    space = discover_ops(net, op_name_dict={"head": ("fp32",)}, op_type_dict={"Conv.*": ("int8",)})
+    assert [(op.name, op.precisions) for op in space] == [
+        ("conv", ("int8",)),
+        ("body.1", ("bf16", "fp16", "int8")),
+        ("body.2", ("bf16", "fp16")),
+    ]
+
+
+def test_bad_models_are_refused(net):
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        discover_ops(object())
+    with pytest.raises(ValueError, match="no tunable op in ReLU"):
+        discover_ops(nn.ReLU())
+    with pytest.raises(ValueError, match="left by op_name_dict"):
+        discover_ops(net, op_name_dict={".*": ("fp32",)})
+
+
+def test_a_config_is_applied_to_a_copy(net, data):
+    calibration = calibrate(net, [data[:32]], discover_ops(net).names)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    model = apply_config(net, {"conv": "int8", "body.1": "int8", "body.2": "bf16", "head": "fp16"}, calibration)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items()), "the FP32 model was changed"
+    assert model.conv.raytune_precision == "int8"
+    assert type(model.body[1].weight).__name__ == "Int8Tensor"  # torchao's int8 tensor subclass
+    assert model.body[2].weight.dtype == torch.bfloat16 and model.body[2].raytune_precision == "bf16"
+    assert model.head.weight.dtype == torch.float16
+    assert set(model.state_dict()) == set(net.state_dict())  # names as in the FP32 model
+    with torch.no_grad():
+        out, ref = model(data), net(data)
+    assert out.dtype == torch.float32
+    assert 0 < (out - ref).abs().max() < 0.1 * ref.abs().max()  # lowered, and still close
+
+
+def test_int8_conv_weights_have_at_most_255_levels_per_channel(net, data):
+    calibration = calibrate(net, [data], ["conv"])
+    conv = apply_config(net, {"conv": "int8"}, calibration).conv
+    for channel, original in zip(conv.weight, net.conv.weight, strict=True):
+        levels = torch.unique(channel)
+        step = original.abs().max() / 127.5  # symmetric int8: [-128, 127] spans 2 * absmax
+        assert len(levels) <= 256
+        assert torch.allclose(levels / step, torch.round(levels / step), atol=1e-3)
+        assert (channel - original).abs().max() <= step / 2 + 1e-6
+
+
+def test_calibration_runs_once_per_process(net, data):
+    calls = []
+
+    class Counting(list):
+        def __iter__(self):
+            calls.append(threading.get_ident())
+            return super().__iter__()
+
+    evaluation = ModelEvaluation(net, agreement(net, data), Counting([data[:32]]), discover_ops(net))
+    for precision in ("int8", "bf16", "int8"):
+        evaluation({"conv": precision, "body.1": "fp32", "body.2": "fp32", "head": precision})
+    assert len(calls) == 1
+
+
+def test_tune_returns_the_model_its_accuracy_was_measured_on(net, data):
+    eval_fn = agreement(net, data)
+    res = tune(net, eval_fn, [data[:32]], workers=0)
+    assert res.config is not None and "int8" in res.config.values()
+    assert res.accuracy == eval_fn(res.model)
+    assert res.baseline == 1.0
+    assert res.history["stage"].to_pylist()[0] == "baseline"
+
+
+def test_bad_input_fails_before_any_evaluator_starts(net, data, monkeypatch):
+    import raytune_inc.driver as driver
+
+    monkeypatch.setattr(driver, "ray_session", lambda: pytest.fail("Ray was started"))
+
+    def broken(model):
+        raise RuntimeError("eval_fn broke")
+
+    with pytest.raises(TuningError, match="eval_fn broke"):
+        tune(net, broken, [data[:4]], workers=2)
+    with pytest.raises(ValueError, match="rejects the calibration data"):
+        tune(net, agreement(net, data), [torch.randn(4, 3, 8, 8)], workers=2)
+    with pytest.raises(ValueError, match="calibration data is empty"):
+        tune(net, agreement(net, data), [], workers=2)
+    lock = threading.Lock()
+    with pytest.raises(TypeError, match="must be picklable"):
+        tune(net, lambda m: lock.locked() or agreement(net, data)(m), [data[:4]], workers=2)
+    with pytest.raises(TypeError, match="eval_fn must be callable"):
+        tune(net, 3, [data[:4]], workers=0)
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_parallel_model_tuning_commits_what_the_sequential_one_commits(net, data):
+    eval_fn = agreement(net, data)
+    seq = tune(net, eval_fn, [data[:32]], workers=0)
+    par = tune(net, eval_fn, [data[:32]], workers=2)
+    assert [(t.config, t.accuracy) for t in par.trials] == [(t.config, t.accuracy) for t in seq.trials]
+    assert par.config == seq.config and par.accuracy == eval_fn(par.model)
+    assert set(par.history["device"].to_pylist()[1:]) == {"cpu"}
+
+
+def test_the_digits_example_trains_once_and_tunes(tmp_path):
+    from raytune_inc.examples.digits import TestAccuracy, calibration_batches, trained_model
+
+    model = trained_model(tmp_path / "cnn.pt", epochs=3)
+    again = trained_model(tmp_path / "cnn.pt")  # from the cache, loaded without pickle
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True))
+    eval_fn = TestAccuracy()
+    assert eval_fn(model) > 0.8
+    res = tune(model, eval_fn, calibration_batches(1), precisions=("int8", "bf16"), workers=0)
+    assert res.accuracy == eval_fn(res.model) and res.accuracy >= res.baseline * 0.99
+
+
+class ThreadsSeen:
+    """eval_fn that notes torch's thread count in the evaluator it runs in."""
+
+    def __init__(self, log, x):
+        self.log = str(log)
+        self.x = x
+
+    def __call__(self, model):
+        import os
+        import time
+
+        with open(self.log, "a") as f:
+            f.write(f"{os.getpid()} {torch.get_num_threads()}\n")
+        time.sleep(0.2)
+        with torch.no_grad():
+            return float(model(self.x).abs().mean() > 0)
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_one_pool_holds_evaluators_of_several_shares_each_with_its_threads(net, data, tmp_path):
+    from raytune_inc import Workers
+
+    log = tmp_path / "threads"
+    res = tune(net, ThreadsSeen(log, data), [data[:8]], precisions=("int8",), workers=[Workers(1, num_cpus=1), Workers(1, num_cpus=2)])
+    seen = {}
+    for line in log.read_text().splitlines():
+        pid, threads = line.split()
+        seen.setdefault(pid, set()).add(int(threads))
+    driver_pid = str(__import__("os").getpid())
+    evaluators = {pid: t for pid, t in seen.items() if pid != driver_pid}
+    assert sorted(t for ts in evaluators.values() for t in ts) == [1, 2], seen
+    assert len(set(res.history["worker"].to_pylist()[1:])) == 2
+    with pytest.raises(ValueError, match="num_gpus=1"):
+        tune(net, ThreadsSeen(log, data), [data[:8]], workers=[Workers(1), Workers(1, num_gpus=1)])
+
+
+def test_no_op_is_inside_another(data):
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+            self.out = nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.out(self.attn(x, x, x)[0])
+
+    model = Attn().eval()
+    space = discover_ops(model)
+    assert [(op.name, op.type, op.precisions) for op in space] == [
+        ("attn", "MultiheadAttention", ("bf16", "fp16")),
+        ("out", "Linear", ("bf16", "fp16", "int8")),
+    ]
+    x = torch.randn(2, 5, 8)
+    calibration = calibrate(model, [x], space.names)
+    lowered = apply_config(model, {"attn": "bf16", "out": "int8"}, calibration)
+    assert 0 < (lowered(x) - model(x)).abs().max() < 0.1
+
+
+def test_a_trials_model_is_freed_when_the_trial_ends(net, data):
+    import gc
+    import weakref
+
+    evaluation = ModelEvaluation(net, agreement(net, data), [data[:8]], discover_ops(net))
+    seen = []
+
+    def eval_fn(model):
+        seen.append(weakref.ref(model.body[1]))
+        return 1.0
+
+    evaluation.eval_fn = eval_fn
+    config = {"conv": "int8", "body.1": "int8", "body.2": "bf16", "head": "int8"}
+    evaluation(config)  # the first quantization in a process keeps one model in torchao's one-time set-up
+    gc.disable()  # no collector: only reference counting may free it
+    try:
+        evaluation(config)
+        assert seen[1]() is None, "the trial's int8 model outlived its trial (a reference cycle)"
+    finally:
+        gc.enable()
+
+
+class TinyEncoder(nn.Module):
+    """Token ids -> Embedding -> Linear on 3-D (batch, tokens, features) inputs -> LayerNorm, as in a transformer."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(50, 16)
+        self.proj = nn.Linear(16, 16)
+        self.norm = nn.LayerNorm(16)
+
+    def forward(self, input_ids, attention_mask):
+        hidden = self.norm(self.proj(self.embed(input_ids)))
+        return (hidden * attention_mask.unsqueeze(-1)).sum(1)
+
+
+def test_token_inputs_embeddings_and_3d_linears_take_their_precisions():
+    torch.manual_seed(0)
+    model = TinyEncoder().eval()
+    batch = {"input_ids": torch.randint(0, 50, (4, 7)), "attention_mask": torch.ones(4, 7)}
+    space = discover_ops(model)
+    assert [(op.name, op.precisions) for op in space] == [
+        ("embed", ("bf16", "fp16")),
+        ("proj", ("bf16", "fp16", "int8")),
+        ("norm", ("bf16", "fp16")),
+    ]
+    calibration = calibrate(model, [batch], space.names)
+    assert calibration.ndim == {"proj": 3}
+    lowered = apply_config(model, {"embed": "fp16", "proj": "int8", "norm": "bf16"}, calibration)
+    assert type(lowered.proj.weight).__name__ == "Int8Tensor"
+    with torch.no_grad():
+        out, ref = lowered(**batch), model(**batch)
+    assert out.dtype == torch.float32  # the Embedding's output is cast back though its input is integer
+    assert 0 < (out - ref).abs().max() < 0.05 * ref.abs().max()
