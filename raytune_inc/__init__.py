@@ -2,7 +2,7 @@
 
 The names below are imported when first used, so that an evaluator process, which
 needs only `raytune_inc.space` and `raytune_inc.evaluation`, does not pay for pyarrow
-and numpy at start-up.
+and numpy at start-up, and `tune_space` users do not pay for torch.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ _EXPORTS = {
     "Config": "space",
     "ConservativeStrategy": "strategies",
     "Evaluation": "records",
+    "ModelTuneResult": "model_tuner",
     "HistoryError": "checkpoint",
     "HistoryWarning": "checkpoint",
     "Op": "space",
@@ -29,6 +30,7 @@ _EXPORTS = {
     "known_strategies": "strategies",
     "load_history": "checkpoint",
     "register_strategy": "strategies",
+    "tune": "model_tuner",
     "tune_space": "tuner",
 }
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "Evaluation",
     "HistoryError",
     "HistoryWarning",
+    "ModelTuneResult",
     "Op",
     "Strategy",
     "Trial",
@@ -50,6 +53,7 @@ __all__ = [
     "known_strategies",
     "load_history",
     "register_strategy",
+    "tune",
     "tune_space",
 ]
 
@@ -69,6 +73,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from .checkpoint import HistoryError, HistoryWarning, load_history
     from .criterion import AccuracyCriterion
+    from .model_tuner import ModelTuneResult, tune
     from .records import Evaluation, Trial, TuneResult
     from .run import TuningError
     from .space import Config, Op, TuningSpace

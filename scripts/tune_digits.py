@@ -16,9 +16,8 @@ import time
 
 import torch
 
-from raytune_inc import AccuracyCriterion
+from raytune_inc import AccuracyCriterion, tune
 from raytune_inc.examples.digits import TestAccuracy, calibration_batches, dataset, trained_model
-from raytune_inc.model_tuner import tune
 
 
 def size_bytes(model: torch.nn.Module) -> int:

@@ -19,9 +19,8 @@ from collections import Counter
 
 import torch
 
-from raytune_inc import AccuracyCriterion
+from raytune_inc import AccuracyCriterion, tune
 from raytune_inc.examples.encoder import EmbeddingFidelity, calibration_batches, pretrained_model
-from raytune_inc.model_tuner import tune
 
 
 def size_bytes(model: torch.nn.Module) -> int:

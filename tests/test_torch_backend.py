@@ -46,6 +46,13 @@ def agreement(model_ref, x):
     return eval_fn
 
 
+def test_tune_is_the_package_s_model_level_entry_point():
+    import raytune_inc
+    from raytune_inc import model_tuner
+
+    assert raytune_inc.tune is model_tuner.tune and raytune_inc.ModelTuneResult is model_tuner.ModelTuneResult
+
+
 def test_ops_are_found_in_model_order_with_their_precisions(net):
     space = discover_ops(net)
     assert [(op.name, op.type, op.precisions) for op in space] == [
