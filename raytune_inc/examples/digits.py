@@ -45,19 +45,25 @@ def dataset() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
 
 def trained_model(cache: str | Path = "runs/digits_cnn.pt", epochs: int = 15) -> DigitsCNN:
     """The trained FP32 model, from `cache` if it is there (weights only, loaded without pickle)."""
-    model = DigitsCNN()
     cache = Path(cache)
     if cache.exists():
+        model = DigitsCNN()
         model.load_state_dict(torch.load(cache, weights_only=True))
         return model.eval()
     torch.manual_seed(0)
+    model = DigitsCNN()
     x, y, _, _ = dataset()
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(epochs):
-        for batch in torch.randperm(len(y)).split(64):
-            optimizer.zero_grad()
-            nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
-            optimizer.step()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: the same weights on every machine and run
+    try:
+        for _ in range(epochs):
+            for batch in torch.randperm(len(y)).split(64):
+                optimizer.zero_grad()
+                nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
+                optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
     cache.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), cache)
     return model.eval()
