@@ -10,30 +10,11 @@ Arrow history.
 from __future__ import annotations
 
 import argparse
-import io
-import statistics
 import time
-
-import torch
 
 from raytune_inc import AccuracyCriterion, tune
 from raytune_inc.examples.digits import TestAccuracy, calibration_batches, dataset, trained_model
-
-
-def size_bytes(model: torch.nn.Module) -> int:
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    return buffer.tell()
-
-
-def latency_ms(model: torch.nn.Module, x: torch.Tensor, repeats: int = 30) -> float:
-    times = []
-    with torch.no_grad():
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(x)
-            times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+from raytune_inc.examples.measure import median_ms, state_dict_bytes
 
 
 def main() -> None:
@@ -69,8 +50,8 @@ def main() -> None:
         print(f"  {name:<8} {precision}")
     x = dataset()[2]
     print(f"accuracy: baseline {res.baseline:.4f}, tuned {res.accuracy:.4f} (re-evaluated: {eval_fn(res.model):.4f})")
-    print(f"model size: {size_bytes(model) / 1024:.1f} KiB -> {size_bytes(res.model) / 1024:.1f} KiB")
-    print(f"latency on the {len(x)} test images: {latency_ms(model, x):.2f} ms -> {latency_ms(res.model, x):.2f} ms")
+    print(f"model size: {state_dict_bytes(model) / 1024:.1f} KiB -> {state_dict_bytes(res.model) / 1024:.1f} KiB")
+    print(f"latency on the {len(x)} test images: {median_ms(lambda: model(x), 30):.2f} ms -> {median_ms(lambda: res.model(x), 30):.2f} ms")
     print(f"history: {res.history.num_rows} evaluations in {checkpoint}")
 
 

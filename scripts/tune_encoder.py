@@ -12,31 +12,12 @@ size and latency, and writes the Arrow history.
 from __future__ import annotations
 
 import argparse
-import io
-import statistics
 import time
 from collections import Counter
 
-import torch
-
 from raytune_inc import AccuracyCriterion, tune
 from raytune_inc.examples.encoder import EmbeddingFidelity, calibration_batches, pretrained_model
-
-
-def size_bytes(model: torch.nn.Module) -> int:
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    return buffer.tell()
-
-
-def latency_ms(model: torch.nn.Module, inputs: dict, repeats: int = 5) -> float:
-    times = []
-    with torch.no_grad():
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(**inputs)
-            times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+from raytune_inc.examples.measure import median_ms, state_dict_bytes
 
 
 def main() -> None:
@@ -84,10 +65,10 @@ def main() -> None:
         print(f"  {op:<45} {config[op]}")
     inputs = eval_fn.inputs
     print(f"accuracy: baseline {res.baseline:.5f}, tuned {res.accuracy:.5f} (re-evaluated: {eval_fn(res.model):.5f})")
-    print(f"model size: {size_bytes(model) / 2**20:.1f} MiB -> {size_bytes(res.model) / 2**20:.1f} MiB")
+    print(f"model size: {state_dict_bytes(model) / 2**20:.1f} MiB -> {state_dict_bytes(res.model) / 2**20:.1f} MiB")
     print(
         f"latency on the {len(inputs['input_ids'])} evaluation sentences: "
-        f"{latency_ms(model, inputs):.0f} ms -> {latency_ms(res.model, inputs):.0f} ms"
+        f"{median_ms(lambda: model(**inputs), 5):.0f} ms -> {median_ms(lambda: res.model(**inputs), 5):.0f} ms"
     )
     print(f"history: {res.history.num_rows} evaluations in {checkpoint}")
 
