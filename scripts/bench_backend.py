@@ -1,17 +1,21 @@
 """Benchmark of the PyTorch backend: per-trial cost outside the evaluation, beside INC 2.6; evaluator memory.
 
     PYTHONPATH=. .venv/bin/python scripts/bench_backend.py [--rounds 2] [--repeats 5] [--threads 1]
+        [--models three-layer,digits-cnn,minilm] [--encoder-repeats 1] [--encoder-max-trials 100]
         [--inc-python .venv-inc/bin/python] [--skip-inc] [--out runs/bench_backend.json]
 
-Part 1, per-trial overhead. On each model (scripts/bench/inc_example.py's three-layer model and the digits CNN
-of scripts/bench/digits_example.py, with their evaluation and calibration data), `tune(model, eval_fn,
+Part 1, per-trial overhead. On each model (scripts/bench/inc_example.py's three-layer model, the digits CNN
+of scripts/bench/digits_example.py and the MiniLM sentence encoder of scripts/bench/encoder_example.py, with
+their evaluation and calibration data), `tune(model, eval_fn,
 calib_inputs, strategy="conservative", precisions=("int8",), workers=0)` runs `--repeats` times, and INC 2.6's
 conservative strategy runs `--repeats` fits through scripts/bench/inc_conservative.py in `.venv-inc` (a
 subprocess), alternately (ours, INC, ours, INC, ... `--rounds` times each). Both time a trial the same way: the
 eval function is wrapped, and a trial's overhead is the time from the end of one evaluation to the start of
 the next (for ours: build = deepcopy + torchao, strategy and bookkeeping; calibration runs once per run, before
 the baseline evaluation). Figures are medians and quartiles over all trials of all runs; torch uses `--threads`
-intra-op threads on both sides. INC's figure is also given without its two gc.collect calls per trial, whose
+intra-op threads on both sides. The encoder's runs are long (an evaluation takes about 0.7 s): it gets
+`--encoder-repeats` runs per block instead, and INC at most `--encoder-max-trials` trials per fit.
+INC's figure is also given without its two gc.collect calls per trial, whose
 cost grows with the number of live objects in the process, not with the model.
 
 Part 2, evaluator memory. `tune(..., workers=2)` on a local Ray instance, with an eval function that appends,
@@ -54,7 +58,13 @@ from raytune_inc import AccuracyCriterion  # noqa: E402
 from raytune_inc import torch_backend as tb  # noqa: E402
 from raytune_inc.model_tuner import tune  # noqa: E402
 
-MODELS = {"three-layer": "inc_example", "digits CNN": "digits_example"}  # name -> module in scripts/bench
+# name -> (module in scripts/bench, --models key)
+MODELS = {
+    "three-layer": ("inc_example", "three-layer"),
+    "digits CNN": ("digits_example", "digits-cnn"),
+    "MiniLM encoder": ("encoder_example", "minilm"),
+}
+ENCODER = "MiniLM encoder"
 
 # --- part 1: per-trial overhead --------------------------------------------------------------------------
 
@@ -139,11 +149,11 @@ def ours_block(mod, repeats: int) -> list[dict]:
     return runs
 
 
-def inc_block(module: str, args, tmp: str, tag: str) -> dict:
+def inc_block(module: str, args, tmp: str, tag: str, repeats: int, max_trials: int = 100) -> dict:
     out = os.path.join(tmp, f"inc-{module}-{tag}.json")
     cmd = [args.inc_python, os.path.join(BENCH, "inc_conservative.py"), "--path", ROOT]
     cmd += ["--model", f"{module}:model", "--eval", f"{module}:evaluate", "--calib", f"{module}:calib_data"]
-    cmd += ["--repeats", str(args.repeats), "--threads", str(args.threads), "--out", out]
+    cmd += ["--repeats", str(repeats), "--max-trials", str(max_trials), "--threads", str(args.threads), "--out", out]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode:
@@ -182,6 +192,7 @@ def summarize_inc(reports: list[dict]) -> dict:
         "trials_per_run": sorted({n for rep in reports for n in rep["summary"]["trials_per_run"]}),
         "baseline_accuracy": last["baseline_accuracy"],
         "result": last["result"],
+        "best_trial_accuracy": max(t["accuracy"] for t in trials),
         "gc_tracked_objects": reports[-1]["versions"]["gc_tracked_objects"],
         "versions": reports[-1]["versions"],
         "block_medians_s": [rep["summary"]["overhead_per_trial_s"]["median"] for rep in reports],
@@ -359,11 +370,13 @@ def print_tables(rows: dict, memory: list[dict]) -> None:
             print(f"| {name} | {ours} | | | | | {o['trials_per_run']} | {o['result']['accuracy']:.3f} | {o['result']['int8_ops']} |")
             continue
         io, ig = i["overhead_per_trial_s"], i["overhead_without_gc_per_trial_s"]
-        acc = f"{o['result']['accuracy']:.3f} / {i['result']['accuracy']:.3f} ({o['baseline_accuracy']:.3f})"
+        # INC's result is None where no config met the accuracy goal: give its best trial's accuracy, no int8 ops
+        inc_acc = f"{i['result']['accuracy']:.3f}" if i["result"] else f"none met the goal (best trial {i['best_trial_accuracy']:.3f})"
+        acc = f"{o['result']['accuracy']:.3f} / {inc_acc} ({o['baseline_accuracy']:.3f})"
         print(
             f"| {name} | {ours} | {ms(io['median'])} ({ms(io['q1'])} – {ms(io['q3'])}) | {r['ratio']:.1f}x | "
             f"{ms(ig['median'])} | {r['ratio_without_gc']:.1f}x | {o['trials_per_run']}, {i['trials_per_run']} | {acc} | "
-            f"{o['result']['int8_ops']} / {i['result']['int8_ops']} |"
+            f"{o['result']['int8_ops']} / {i['result']['int8_ops'] if i['result'] else 0} |"
         )
     print(
         "\nOurs per trial (medians): "
@@ -396,6 +409,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2, help="alternations ours, INC per model")
     p.add_argument("--repeats", type=int, default=5, help="tuning runs per block (ours) and fits per block (INC)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads, both sides")
+    p.add_argument("--models", default=",".join(k for _, k in MODELS.values()), help="comma-separated subset of the models")
+    p.add_argument("--encoder-repeats", type=int, default=1, help="tuning runs and fits per block on the MiniLM encoder")
+    p.add_argument("--encoder-max-trials", type=int, default=100, help="INC's max_trials on the MiniLM encoder")
     p.add_argument("--inc-python", default=os.path.join(ROOT, ".venv-inc", "bin", "python"))
     p.add_argument("--skip-inc", action="store_true")
     p.add_argument("--skip-memory", action="store_true")
@@ -406,7 +422,11 @@ def main() -> None:
         raise SystemExit(f"{args.inc_python} not found: run `bash scripts/bench/setup_inc.sh` first, or pass --skip-inc")
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
-    modules = {name: __import__(m) for name, m in MODELS.items()}
+    wanted = set(args.models.split(","))
+    if wanted - {k for _, k in MODELS.values()}:
+        raise SystemExit(f"--models: unknown {sorted(wanted - {k for _, k in MODELS.values()})}")
+    modules = {name: __import__(m) for name, (m, key) in MODELS.items() if key in wanted}
+    repeats = {name: args.encoder_repeats if name == ENCODER else args.repeats for name in modules}
     for mod in modules.values():
         mod.model()  # the digits CNN is trained and cached here, before either side loads it
     instrument_ours()
@@ -417,17 +437,18 @@ def main() -> None:
         for rnd in range(args.rounds):
             print(f"round {rnd + 1}/{args.rounds}", flush=True)
             for name, mod in modules.items():
-                ours[name] += ours_block(mod, args.repeats)
+                ours[name] += ours_block(mod, repeats[name])
                 if not args.skip_inc:
-                    inc[name].append(inc_block(MODELS[name], args, tmp, str(rnd)))
+                    max_trials = args.encoder_max_trials if name == ENCODER else 100
+                    inc[name].append(inc_block(MODELS[name][0], args, tmp, str(rnd), repeats[name], max_trials))
     gc_objects = len(gc.get_objects())
 
     rows = {}
     for name in modules:
         r = {"ours": summarize_ours(ours[name])}
         r["ours"]["block_medians_s"] = [
-            statistics.median(t["overhead_s"] for run in ours[name][i : i + args.repeats] for t in run["trials"])
-            for i in range(0, len(ours[name]), args.repeats)
+            statistics.median(t["overhead_s"] for run in ours[name][i : i + repeats[name]] for t in run["trials"])
+            for i in range(0, len(ours[name]), repeats[name])
         ]
         if inc[name]:
             r["inc"] = summarize_inc(inc[name])
