@@ -377,7 +377,8 @@ def test_a_parallel_run_stopped_early_resumes_on_either_executor(tmp_path):
 
     space, reference = _reference()
     log = tmp_path / "log"
-    first = tune_space(space, LoggedEvaluation(space, 3, str(log), 0.2), workers=3, timeout=2.0, checkpoint=tmp_path / "h")
+    # 20 trials of 0.5 s on 3 evaluators need over 3 s: the run times out mid-way, also on a fast machine.
+    first = tune_space(space, LoggedEvaluation(space, 3, str(log), 0.5), workers=3, timeout=3.0, checkpoint=tmp_path / "h")
     assert first.stop_reason == "timeout"
     history = load_history(tmp_path / "h")
     assert history.equals(first.history)
