@@ -9,38 +9,15 @@ Arrow history.
 
 from __future__ import annotations
 
-import argparse
-import time
-
-from raytune_inc import AccuracyCriterion, tune
 from raytune_inc.examples.digits import TestAccuracy, calibration_batches, dataset, trained_model
-from raytune_inc.examples.measure import median_ms, state_dict_bytes
+from raytune_inc.examples.job import job_arguments, median_ms, state_dict_bytes, tune_job
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=2, help="Ray evaluator actors; 0: in-process")
-    parser.add_argument("--tolerable-loss", type=float, default=0.01)
-    parser.add_argument("--checkpoint", help="directory of the Arrow history (default: runs/digits-<time>)")
-    parser.add_argument("--resume", action="store_true")
-    args = parser.parse_args()
-    checkpoint = args.checkpoint or time.strftime("runs/digits-%Y%m%d-%H%M%S")
-
+    args = job_arguments(__doc__.splitlines()[0], "digits")
     model = trained_model()
     eval_fn = TestAccuracy()
-    start = time.perf_counter()
-    res = tune(
-        model,
-        eval_fn,
-        calibration_batches(),
-        strategy="conservative",
-        accuracy=AccuracyCriterion(tolerable_loss=args.tolerable_loss),
-        precisions=("int8", "bf16"),
-        workers=args.workers,
-        checkpoint=checkpoint,
-        resume=args.resume,
-    )
-    elapsed = time.perf_counter() - start
+    res, elapsed = tune_job(model, eval_fn, calibration_batches(), args)
     print(f"conservative on {len(res.config or {})} ops: {len(res.trials)} trials, {res.evaluations} evaluations, {elapsed:.1f} s")
     for t in res.trials:
         lowered = sum(p != "fp32" for p in t.config.values())
@@ -52,7 +29,7 @@ def main() -> None:
     print(f"accuracy: baseline {res.baseline:.4f}, tuned {res.accuracy:.4f} (re-evaluated: {eval_fn(res.model):.4f})")
     print(f"model size: {state_dict_bytes(model) / 1024:.1f} KiB -> {state_dict_bytes(res.model) / 1024:.1f} KiB")
     print(f"latency on the {len(x)} test images: {median_ms(lambda: model(x), 30):.2f} ms -> {median_ms(lambda: res.model(x), 30):.2f} ms")
-    print(f"history: {res.history.num_rows} evaluations in {checkpoint}")
+    print(f"history: {res.history.num_rows} evaluations in {args.checkpoint}")
 
 
 if __name__ == "__main__":

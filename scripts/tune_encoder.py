@@ -11,39 +11,17 @@ size and latency, and writes the Arrow history.
 
 from __future__ import annotations
 
-import argparse
-import time
 from collections import Counter
 
-from raytune_inc import AccuracyCriterion, tune
 from raytune_inc.examples.encoder import EmbeddingFidelity, calibration_batches, pretrained_model
-from raytune_inc.examples.measure import median_ms, state_dict_bytes
+from raytune_inc.examples.job import job_arguments, median_ms, state_dict_bytes, tune_job
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=2, help="Ray evaluator actors; 0: in-process")
-    parser.add_argument("--tolerable-loss", type=float, default=0.01)
-    parser.add_argument("--checkpoint", help="directory of the Arrow history (default: runs/encoder-<time>)")
-    parser.add_argument("--resume", action="store_true")
-    args = parser.parse_args()
-    checkpoint = args.checkpoint or time.strftime("runs/encoder-%Y%m%d-%H%M%S")
-
+    args = job_arguments(__doc__.splitlines()[0], "encoder")
     model = pretrained_model()
     eval_fn = EmbeddingFidelity(model)
-    start = time.perf_counter()
-    res = tune(
-        model,
-        eval_fn,
-        calibration_batches(),
-        strategy="conservative",
-        accuracy=AccuracyCriterion(tolerable_loss=args.tolerable_loss),
-        precisions=("int8", "bf16"),
-        workers=args.workers,
-        checkpoint=checkpoint,
-        resume=args.resume,
-    )
-    elapsed = time.perf_counter() - start
+    res, elapsed = tune_job(model, eval_fn, calibration_batches(), args)
     config = res.config or {}
     print(f"conservative on {len(config)} ops: {len(res.trials)} trials, {res.evaluations} evaluations, {elapsed:.1f} s")
     history = res.history.to_pydict()
@@ -70,7 +48,7 @@ def main() -> None:
         f"latency on the {len(inputs['input_ids'])} evaluation sentences: "
         f"{median_ms(lambda: model(**inputs), 5):.0f} ms -> {median_ms(lambda: res.model(**inputs), 5):.0f} ms"
     )
-    print(f"history: {res.history.num_rows} evaluations in {checkpoint}")
+    print(f"history: {res.history.num_rows} evaluations in {args.checkpoint}")
 
 
 if __name__ == "__main__":
