@@ -52,6 +52,7 @@ BENCH = os.path.join(ROOT, "scripts", "bench")
 sys.path[:0] = [ROOT, BENCH]
 
 import torch  # noqa: E402
+from timing import spread, timed, timed_phase  # noqa: E402 (scripts/bench, shared with INC's side)
 from torch import nn  # noqa: E402
 
 from raytune_inc import AccuracyCriterion  # noqa: E402
@@ -68,49 +69,18 @@ ENCODER = "MiniLM encoder"
 
 # --- part 1: per-trial overhead --------------------------------------------------------------------------
 
-PHASES: dict[str, float] = {}  # seconds spent so far in each instrumented step of ours
-
-
-def _timed_phase(fn, phase: str):
-    PHASES[phase] = 0.0
-
-    def wrapper(*args, **kwargs):
-        t0 = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            PHASES[phase] += time.perf_counter() - t0
-
-    return wrapper
-
 
 def instrument_ours() -> None:
     """Time the backend's steps: calibration, build (apply_config) and, within it, the model's deep copy,
     torchao's quantize_ (int8 Linear) and the int8 Conv emulation."""
     import torchao.quantization as tq
 
-    tb.calibrate = _timed_phase(tb.calibrate, "calibrate")
-    tb.apply_config = _timed_phase(tb.apply_config, "build")
+    tb.calibrate = timed_phase(tb.calibrate, "calibrate")
+    tb.apply_config = timed_phase(tb.apply_config, "build")
     # only the backend's own top-level deepcopy, not copy's recursive calls
-    tb.copy = types.SimpleNamespace(deepcopy=_timed_phase(copy.deepcopy, "deepcopy"), copy=copy.copy)
-    tq.quantize_ = _timed_phase(tq.quantize_, "torchao_quantize")
-    tb.int8_conv = _timed_phase(tb.int8_conv, "int8_conv")
-
-
-def timed(fn, calls: list):
-    def wrapper(model):
-        t0, phases = time.perf_counter(), dict(PHASES)
-        value = fn(model)
-        calls.append((t0, time.perf_counter(), float(value), phases))
-        return value
-
-    return wrapper
-
-
-def spread(xs: list[float]) -> dict:
-    xs = sorted(xs)
-    q = statistics.quantiles(xs, n=4, method="inclusive") if len(xs) > 1 else [xs[0]] * 3
-    return {"median": statistics.median(xs), "min": xs[0], "q1": q[0], "q3": q[2], "max": xs[-1], "n": len(xs)}
+    tb.copy = types.SimpleNamespace(deepcopy=timed_phase(copy.deepcopy, "deepcopy"), copy=copy.copy)
+    tq.quantize_ = timed_phase(tq.quantize_, "torchao_quantize")
+    tb.int8_conv = timed_phase(tb.int8_conv, "int8_conv")
 
 
 def ours_once(mod) -> dict:

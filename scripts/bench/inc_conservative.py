@@ -34,6 +34,8 @@ import tempfile
 import time
 import warnings
 
+from timing import spread, timed, timed_phase  # this script's own folder comes first on sys.path
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT = "inc_example:"
 
@@ -43,21 +45,8 @@ def load(spec: str):
     return getattr(importlib.import_module(module), name)
 
 
-PHASES: dict[str, float] = {}  # seconds spent so far in each instrumented INC step
-
-
 def instrument(owner, name: str, phase: str) -> None:
-    fn = getattr(owner, name)
-    PHASES[phase] = 0.0
-
-    def wrapper(*args, **kwargs):
-        t0 = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            PHASES[phase] += time.perf_counter() - t0
-
-    setattr(owner, name, wrapper)
+    setattr(owner, name, timed_phase(getattr(owner, name), phase))
 
 
 def instrument_inc() -> None:
@@ -68,16 +57,6 @@ def instrument_inc() -> None:
     instrument(PyTorch_FXAdaptor, "model_calibration", "calibrate")
     instrument(qfx, "convert_fx", "convert_fx")
     instrument(gc, "collect", "gc_collect")
-
-
-def timed(fn, calls: list):
-    def wrapper(model):
-        t0, phases = time.perf_counter(), dict(PHASES)
-        value = fn(model)
-        calls.append((t0, time.perf_counter(), float(value), phases))
-        return value
-
-    return wrapper
 
 
 def count_int8(q_model) -> dict:
@@ -132,12 +111,6 @@ def run_once(make_model, evaluate, make_calib, args) -> dict:
     if q_model is not None:  # None: no config met the accuracy goal within max_trials
         out["result"] = {"accuracy": float(evaluate(q_model.model)), **count_int8(q_model)}
     return out
-
-
-def spread(xs: list[float]) -> dict:
-    xs = sorted(xs)
-    q = statistics.quantiles(xs, n=4, method="inclusive") if len(xs) > 1 else [xs[0]] * 3
-    return {"median": statistics.median(xs), "min": xs[0], "q1": q[0], "q3": q[2], "max": xs[-1], "n": len(xs)}
 
 
 def main() -> None:
