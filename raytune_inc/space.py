@@ -182,10 +182,6 @@ class Config(Mapping[str, str]):
     def as_dict(self) -> dict[str, str]:
         return dict(zip(self.space.names, self.precisions, strict=True))
 
-    def lowered(self) -> dict[str, str]:
-        """The ops not at fp32, op name -> precision, in space order."""
-        return {n: p for n, p in zip(self.space.names, self.precisions, strict=True) if p != FP32}
-
     def key(self) -> str:
         """Canonical text of the config, relative to its space: one character per op, in space order
         ("." fp32, "b" bf16, "h" fp16, "i" int8; see PRECISION_CODES)."""
