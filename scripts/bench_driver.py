@@ -1,6 +1,6 @@
 """Benchmark of the Ray driver: speculative speedup and driver overhead.
 
-    python scripts/bench_driver.py [--cost 0.25] [--spaces 3] [--out bench_driver.json]
+    python scripts/bench_driver.py [--cost 0.25] [--spaces 3] [--sensitive 0.15] [--out bench_driver.json]
 
 Part 1: a sleep-cost evaluation (`--cost` s per call) on random spaces of 20 to 40 ops
 where most op-wise trials pass; wall time of workers=0, 1, 2, 4, 8 (Ray started once,
@@ -8,6 +8,8 @@ before; evaluator start-up is inside each run's wall time and also shown apart),
 speedup over workers=1, wasted evaluations, and the ideal (trials x cost / workers).
 Part 2: driver overhead per committed trial with a zero-cost evaluation: (wall time -
 start-up) / committed trials, median over spaces.
+`--sensitive` is the fraction of ops whose int8 loss may exhaust the tolerance (see
+`raytune_inc.synthetic`); it sets how many trials fail. `--overhead-spaces 0` skips part 2.
 """
 
 from __future__ import annotations
@@ -34,9 +36,9 @@ def commit_intervals_ms(history) -> list[float]:
     return [(b - a) * 1e3 for a, b in zip(ends, ends[1:], strict=False)]
 
 
-def run_once(n_ops: int, seed: int, workers: int, cost: float) -> dict:
+def run_once(n_ops: int, seed: int, workers: int, cost: float, sensitive: float = 0.15) -> dict:
     space = random_space(n_ops, seed=seed)
-    evaluate = AdditiveLossEvaluation(space, seed=seed, cost=cost)
+    evaluate = AdditiveLossEvaluation(space, seed=seed, cost=cost, sensitive=sensitive)
     res = tune_space(space, evaluate, workers=workers)
     trials = len(res.trials)
     return {
@@ -44,6 +46,7 @@ def run_once(n_ops: int, seed: int, workers: int, cost: float) -> dict:
         "seed": seed,
         "workers": workers,
         "trials": trials,
+        "failed": sum(not t.meets for t in res.trials),
         "evaluations": res.evaluations,
         "wasted": res.evaluations - 1 - trials,
         "wall_s": res.wall_time,
@@ -60,6 +63,7 @@ def main() -> None:
     parser.add_argument("--cost", type=float, default=0.25)
     parser.add_argument("--spaces", type=int, default=3)
     parser.add_argument("--overhead-spaces", type=int, default=5)
+    parser.add_argument("--sensitive", type=float, default=0.15)
     parser.add_argument("--out", default="runs/bench_driver.json")
     args = parser.parse_args()
     ray.init(num_cpus=max(8, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
@@ -67,7 +71,7 @@ def main() -> None:
     sizes = [20 + (20 * i) // max(1, args.spaces - 1) for i in range(args.spaces)] if args.spaces else []
     speed = []
     for i, n_ops in enumerate(sizes):
-        rows = [run_once(n_ops, i, w, args.cost) for w in WORKERS]
+        rows = [run_once(n_ops, i, w, args.cost, args.sensitive) for w in WORKERS]
         reference = rows[0]
         for r in rows:
             assert r["committed"] == reference["committed"] and r["result"] == reference["result"], "parallel run differs from sequential"
@@ -76,7 +80,7 @@ def main() -> None:
             r["speedup_vs_w1"] = w1["wall_s"] / r["wall_s"]
             r["ideal_s"] = r["trials"] * args.cost / max(1, r["workers"])
             print(
-                f"ops={n_ops:3d} workers={r['workers']} trials={r['trials']:3d} evals={r['evaluations']:3d} "
+                f"ops={n_ops:3d} workers={r['workers']} trials={r['trials']:3d} failed={r['failed']:2d} evals={r['evaluations']:3d} "
                 f"wasted={r['wasted']:3d} wall={r['wall_s']:6.2f}s startup={r['startup_s']:.2f}s "
                 f"ideal={r['ideal_s']:6.2f}s speedup/w1={r['speedup_vs_w1']:.2f}x",
                 flush=True,
@@ -84,7 +88,7 @@ def main() -> None:
         speed.extend(rows)
 
     overhead = {}
-    for w in (1, 4):
+    for w in (1, 4) if args.overhead_spaces else ():
         intervals = []
         for seed in range(args.overhead_spaces):
             intervals += run_once(40, 100 + seed, w, 0.0)["commit_intervals_ms"]
@@ -121,6 +125,7 @@ def main() -> None:
                 "machine": platform.platform(),
                 "cpus": os.cpu_count(),
                 "cost_s": args.cost,
+                "sensitive": args.sensitive,
                 "speed": speed,
                 "speedup_median": summary,
                 "overhead": overhead,

@@ -1,11 +1,17 @@
 """Speculation quality without Ray or sleeping: the real driver against a virtual-time pool.
 
-    python scripts/simulate_speculation.py [--workers 1 2 4 8] [--spaces 10]
+    python scripts/simulate_speculation.py [--workers 1 2 4 8] [--spaces 10] [--sensitive 0.15 0.08]
 
 Every evaluation takes one time unit; the driver's speculation, commit order and stop
 rules are the real ones. Reports committed trials per time unit (the ceiling is the
 number of workers) and wasted evaluations, so speculation policies can be compared
 quickly and exactly. A run must commit what workers=0 commits, or this script fails.
+
+`--sensitive` sweeps the fraction of sensitive ops (those whose int8 loss may exhaust the
+tolerance): it sets how many op-wise trials fail. For each value the script prints the
+op-wise pass rate p and the ceiling of any speculation that knows only that rate: with W
+evaluators on a chain of op-wise trials each passing with probability p, a round commits
+at most 1 + p + ... + p^(W-1) trials, the W most probable nodes of the decision tree.
 """
 
 from __future__ import annotations
@@ -35,16 +41,32 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--spaces", type=int, default=10)
     parser.add_argument("--ops", type=int, nargs=2, default=[20, 40])
+    parser.add_argument("--sensitive", type=float, nargs="+", default=[0.15])
     args = parser.parse_args()
+    for sensitive in args.sensitive:
+        sweep(args, sensitive)
+
+
+def chain_ceiling(p: float, workers: int) -> float:
+    """Committed trials per round of W evaluations on a chain of trials that each pass with probability p."""
+    return sum(p**k for k in range(workers))
+
+
+def sweep(args: argparse.Namespace, sensitive: float) -> None:
+    print(f"sensitive={sensitive}")
     rates: dict[int, list[float]] = {w: [] for w in args.workers}
     waste: dict[int, list[float]] = {w: [] for w in args.workers}
+    passes = [0, 0]
     for seed in range(args.spaces):
         n_ops = args.ops[0] + seed * (args.ops[1] - args.ops[0]) // max(1, args.spaces - 1)
         space = random_space(n_ops, seed=seed)
-        evaluate = AdditiveLossEvaluation(space, seed=seed)
+        evaluate = AdditiveLossEvaluation(space, seed=seed, sensitive=sensitive)
         run = new_run(space, evaluate)
         SequentialExecutor().run(run)
         reference = [t.config for t in run.result().trials]
+        op_wise = [t.meets for t in run.result().trials if t.stage.endswith("op-wise")]
+        passes[0] += sum(op_wise)
+        passes[1] += len(op_wise)
         line = [f"ops={n_ops:3d} trials={len(reference):3d}"]
         for w in args.workers:
             trials, elapsed, evaluations = simulate_run(space, evaluate, w)
@@ -54,10 +76,12 @@ def main() -> None:
             waste[w].append((evaluations - 1 - len(trials)) / max(1, len(trials)))
             line.append(f"w{w}: {rate:.2f} trials/unit, {evaluations - 1 - len(trials)} wasted")
         print("  ".join(line))
+    p = passes[0] / max(1, passes[1])
+    print(f"op-wise trials passing: {p:.1%} of {passes[1]}")
     for w in args.workers:
         print(
-            f"workers={w}: median {statistics.median(rates[w]):.2f} committed trials per evaluation time, "
-            f"median waste {statistics.median(waste[w]):.2f} per trial"
+            f"workers={w}: median {statistics.median(rates[w]):.2f} committed trials per evaluation time "
+            f"(op-wise chain ceiling {chain_ceiling(p, w):.2f}), median waste {statistics.median(waste[w]):.2f} per trial"
         )
 
 
