@@ -20,12 +20,15 @@ class Evaluator:
         self._name = name
         gpus = ray.get_gpu_ids()
         self._device = f"cuda:{','.join(str(g) for g in gpus)}" if gpus else "cpu"
+        self._node = ray.get_runtime_context().get_node_id()  # the history's `node`: which cluster node ran it
 
     def ready(self) -> str:
-        return self._name
+        """The id of the Ray node this evaluator runs on, once it is up."""
+        return self._node
 
     def evaluate(self, precisions: tuple[str, ...]) -> EvaluationRecord:
-        return evaluate_config(self._evaluate, Config(self._space, precisions), worker=self._name, device=self._device).record()
+        config = Config(self._space, precisions)
+        return evaluate_config(self._evaluate, config, worker=self._name, device=self._device, node=self._node).record()
 
 
 RemoteEvaluator = ray.remote(Evaluator)

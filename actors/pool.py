@@ -1,6 +1,9 @@
 """A pool of evaluator actors: idle handles, in-flight futures, replacement of dead ones.
 
-Policy (what to evaluate) lives in the driver; the pool only runs what it is given.
+Evaluators are spread over the cluster's nodes (Ray's SPREAD scheduling, within the
+resources each asks for), so a lost node takes few of them, and a replacement goes to a
+node that has room. Policy (what to evaluate) lives in the driver; the pool only runs
+what it is given.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class Lost:
 
     worker: str
     error: str
+    node: str = ""  # the Ray node id the evaluator ran on
 
 
 @dataclass
@@ -34,6 +38,7 @@ class _Slot:
     name: str
     actor: Any
     share: tuple[float, float]
+    node: str = ""  # its Ray node id, once it is up
 
 
 class EvaluatorPool:
@@ -61,6 +66,7 @@ class EvaluatorPool:
         self._shares = list(shares)
         self._prefix = name_prefix
         self._started = 0
+        self._start_deaths = 0  # evaluators in a row that died while starting (their node lost, OOM kill)
         self.idle: deque[_Slot] = deque()
         self.starting: dict[asyncio.Future, _Slot] = {}  # ready() -> evaluator
         self.in_flight: dict[asyncio.Future, tuple[_Slot, Any]] = {}
@@ -70,9 +76,9 @@ class EvaluatorPool:
         name = f"{self._prefix}-evaluator-{self._started}"
         self._started += 1
         num_cpus, num_gpus = share
-        actor = RemoteEvaluator.options(name=name, num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0).remote(
-            self._space_ref, self._evaluate_ref, name
-        )
+        actor = RemoteEvaluator.options(
+            name=name, num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0, scheduling_strategy="SPREAD"
+        ).remote(self._space_ref, self._evaluate_ref, name)
         self.starting[asyncio.wrap_future(actor.ready.remote().future())] = _Slot(name, actor, share)
 
     async def start(self, timeout: float) -> None:
@@ -90,12 +96,21 @@ class EvaluatorPool:
             self._take_started(done)
 
     def _take_started(self, done) -> None:
+        """Make the evaluators that came up idle; one that died starting, not by its own error, is started again."""
         for future in done:
             slot = self.starting.pop(future)
             try:
-                future.result()
-            except (RayTaskError, RayActorError) as exc:
+                slot.node = future.result()
+            except RayActorError as exc:
+                if exc.actor_init_failed or self._start_deaths >= max(3, 2 * len(self._shares)):
+                    raise RuntimeError(f"evaluator {slot.name} failed to start: {exc}") from exc
+                self._start_deaths += 1
+                ray.kill(slot.actor, no_restart=True)
+                self._start(slot.share)
+                continue
+            except RayTaskError as exc:
                 raise RuntimeError(f"evaluator {slot.name} failed to start: {exc}") from exc
+            self._start_deaths = 0
             self.idle.append(slot)
 
     def submit(self, precisions: tuple[str, ...], payload: Any, task_name: str) -> str:
@@ -122,7 +137,7 @@ class EvaluatorPool:
             try:
                 record: EvaluationRecord | Lost = future.result()
             except LOST_ERRORS as exc:
-                finished.append((payload, Lost(slot.name, f"evaluator {slot.name} died: {type(exc).__name__}: {exc}")))
+                finished.append((payload, Lost(slot.name, f"evaluator {slot.name} died: {type(exc).__name__}: {exc}", slot.node)))
                 ray.kill(slot.actor, no_restart=True)
                 self._start(slot.share)
                 continue

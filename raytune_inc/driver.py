@@ -73,9 +73,13 @@ class RayExecutor:
             run.save()
             if run.path.done:
                 return
-        with ray_session():
+        with ray_session(run.job_name):
+            run.monitor.attach_metrics(run.run_id)
             pool = EvaluatorPool(run.space, run.evaluate, self.shares(), f"raytune-inc-{run.run_id[:8]}")
-            run_coroutine(self._drive(run, pool))
+            try:
+                run_coroutine(self._drive(run, pool))
+            finally:
+                run.monitor.finished()  # while Ray is up: its last metrics are exported as it shuts down
 
     async def _drive(self, run: TuningRun, pool: EvaluatorPool) -> None:
         try:
@@ -116,7 +120,7 @@ class _Driver:
     def _finish(self, row: HistoryRow, record: Any) -> None:
         run = self.run
         if isinstance(record, Lost):
-            run.complete(row, Evaluation(row.config, None, LOST, record.error, row.dispatched, time.time(), record.worker))
+            run.complete(row, Evaluation(row.config, None, LOST, record.error, row.dispatched, time.time(), record.worker, record.node))
             self.lost_in_a_row += 1
             if self.lost_in_a_row >= self.max_lost:
                 raise TuningError(
@@ -186,6 +190,7 @@ class _Driver:
             if run.path is not None and run.path.done:
                 return
             self._fill()
+            run.monitor.pool(len(self.pool.in_flight), len(self.pool.idle))
             if not self.pool.in_flight and not self.pool.starting:
                 raise RuntimeError("driver stalled: nothing in flight and nothing to evaluate")
             wait = None if run.timeout == 0 else max(0.0, run.timeout - (time.monotonic() - run.started))

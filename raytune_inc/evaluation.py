@@ -32,15 +32,21 @@ def as_accuracy(value: Any, config: Config) -> float:
         ) from exc
 
 
-def evaluate_config(evaluate: EvaluateFn, config: Config, worker: str = "in-process", device: str | None = None) -> Evaluation:
-    """Run `evaluate` on `config`. An exception or NaN gives an errored Evaluation; a non-number raises TypeError."""
+def evaluate_config(
+    evaluate: EvaluateFn, config: Config, worker: str = "in-process", device: str | None = None, node: str | None = None
+) -> Evaluation:
+    """Run `evaluate` on `config`. An exception or NaN gives an errored Evaluation; a non-number raises TypeError.
+
+    `node`: where it ran (an evaluator gives its Ray node id); this host's name when not given.
+    """
+    node = node or socket.gethostname()
     start = time.time()
     try:
         value = evaluate(config.as_dict())
     except Exception:
-        return Evaluation(config, None, ERROR, traceback.format_exc(), start, time.time(), worker, socket.gethostname(), device)
+        return Evaluation(config, None, ERROR, traceback.format_exc(), start, time.time(), worker, node, device)
     end = time.time()
     accuracy = as_accuracy(value, config)
     if math.isnan(accuracy):
-        return Evaluation(config, None, ERROR, "the evaluation returned NaN", start, end, worker, socket.gethostname(), device)
-    return Evaluation(config, accuracy, OK, None, start, end, worker, socket.gethostname(), device)
+        return Evaluation(config, None, ERROR, "the evaluation returned NaN", start, end, worker, node, device)
+    return Evaluation(config, accuracy, OK, None, start, end, worker, node, device)

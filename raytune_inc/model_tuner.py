@@ -16,6 +16,7 @@ from .criterion import AccuracyCriterion
 from .evaluation import evaluate_config
 from .records import TuneResult
 from .run import BASELINE_STAGE, TuningRun
+from .space import check_precisions
 from .strategies import Strategy
 from .torch_backend import ModelEvaluation, discover_ops, model_device, torchao_config
 from .tuner import execute
@@ -52,7 +53,7 @@ def _version(name: str) -> str:
 def tune(
     model: nn.Module,
     eval_fn: Callable[[nn.Module], float],
-    calib_data: Iterable,
+    calib_data: Iterable | None,
     strategy: str | Strategy = "conservative",
     accuracy: AccuracyCriterion | None = None,
     precisions: Sequence[str] = ("bf16", "fp16", "int8"),
@@ -68,14 +69,15 @@ def tune(
 
     `calib_data` is an iterable of inputs (a tensor, a tuple of positional inputs or a dict
     of keyword inputs per batch), run once through the FP32 model to calibrate the int8
-    activation scales. The model, `eval_fn` and `calib_data` go to each evaluator once.
+    activation scales; without int8 in `precisions` it is not used and may be None. The
+    model, `eval_fn` and `calib_data` go to each evaluator once.
     Everything else is as in `tune_space`; `op_name_dict` / `op_type_dict` restrict the
     precisions of ops by name or module type (regex -> allowed precisions).
     """
     space = discover_ops(model, op_name_dict, op_type_dict)
     if not callable(eval_fn):
         raise TypeError(f"eval_fn must be callable (model -> accuracy), got {type(eval_fn).__name__}")
-    evaluation = ModelEvaluation(model, eval_fn, calib_data, space)
+    evaluation = ModelEvaluation(model, eval_fn, calib_data, space, int8="int8" in check_precisions(precisions, "precisions"))
     evaluation.calibration  # noqa: B018 - calibrate here: bad calibration data fails before any Ray work
     if worker_groups(workers):
         from ray import cloudpickle

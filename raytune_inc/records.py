@@ -30,7 +30,7 @@ class Evaluation:
     start: float = 0.0
     end: float = 0.0
     worker: str = "in-process"
-    node: str = ""
+    node: str = ""  # the Ray node id of the evaluator that ran it; the host name for an in-process evaluation
     device: str | None = None
 
     def record(self) -> tuple:

@@ -21,6 +21,7 @@ from .committed_path import CommittedPath
 from .criterion import AccuracyCriterion
 from .evaluation import EvaluateFn, as_accuracy
 from .history import HistoryRow, finish_table, rows_table
+from .monitor import RunMonitor
 from .records import ERROR, OK, Evaluation, Trial, TuneResult
 from .space import Config, TuningSpace, check_precisions
 from .strategies import Strategy, get_strategy
@@ -102,6 +103,12 @@ class TuningRun:
         self.store: HistoryStore | None = None
         self._unsaved: list[HistoryRow] = []
         self._unsaved_commits: list[tuple[int, int]] = []
+        self.monitor = RunMonitor(self.strategy.name)  # metrics and progress line
+
+    @property
+    def job_name(self) -> str:
+        """What the run is called in Ray (job metadata, evaluator names)."""
+        return f"raytune-inc {self.strategy.name} {self.run_id[:8]}"
 
     def restore(self, loaded: LoadedHistory) -> None:
         """Take the results of an earlier session of this run: they are committed, never evaluated again."""
@@ -144,6 +151,7 @@ class TuningRun:
         row.evaluation = evaluation
         if self.store is not None:
             self._unsaved.append(row)
+        self.monitor.completed(row, row.stage == BASELINE_STAGE)
         return row
 
     def save(self) -> None:
@@ -171,6 +179,9 @@ class TuningRun:
             raise RuntimeError("start_path() before the baseline is known")
         plan = self.strategy.plan(self.space, self.precisions, self.criterion)
         self.path = CommittedPath(plan, self.criterion, self.baseline, self.space.all_fp32(), self.max_trials)
+        tolerance = self.criterion.tolerance(self.baseline)
+        goal = self.baseline - tolerance if self.criterion.higher_is_better else self.baseline + tolerance
+        self.monitor.set_baseline(self.baseline, goal)
         return self.path
 
     def replay_recorded(self) -> None:
@@ -185,6 +196,7 @@ class TuningRun:
         if row.saved and row.commit_seq != trial.seq:
             self._unsaved_commits.append((row.trial_id, trial.seq))  # the row is on disk already
         row.commit_seq = trial.seq
+        self.monitor.committed_trial(row, self.path.result_accuracy)
         return trial
 
     def history(self) -> pa.Table:

@@ -22,6 +22,8 @@ class SequentialExecutor:
                     path.stop(TIMEOUT)
                     break
                 row = run.dispatch(candidate.config, candidate.stage)
+                run.monitor.pool(1, 0)
                 run.complete(row, evaluate_config(run.evaluate, row.config))
+                run.monitor.pool(0, 1)
             run.commit(row)
             run.save()

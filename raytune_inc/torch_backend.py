@@ -128,6 +128,8 @@ def calibrate(model: nn.Module, calib_data: Iterable, names: Iterable[str]) -> C
     for name in names:
         if isinstance(modules.get(name), INT8_MODULES):
             hooks.append(modules[name].register_forward_pre_hook(hook(name)))
+    if calib_data is None:
+        raise ValueError("int8 needs calibration data: calib_data is None (give a few input batches, or leave int8 out of precisions)")
     was_training = model.training
     model.eval()
     try:
@@ -267,11 +269,15 @@ class ModelEvaluation:
     many threads as the evaluator has CPUs; `eval_fn` gets the model on that device.
     """
 
-    def __init__(self, model: nn.Module, eval_fn: Callable[[nn.Module], float], calib_data: Iterable, space: TuningSpace):
+    def __init__(
+        self, model: nn.Module, eval_fn: Callable[[nn.Module], float], calib_data: Iterable | None, space: TuningSpace, int8: bool = True
+    ):
+        """`int8=False`: no op goes to int8, so nothing is calibrated and `calib_data` may be None or empty."""
         self.model = model
         self.eval_fn = eval_fn
         self.calib_data = calib_data
         self.names = space.names
+        self.int8 = int8
         self._calibration: Calibration | None = None
 
     def __getstate__(self):
@@ -290,7 +296,7 @@ class ModelEvaluation:
     @property
     def calibration(self) -> Calibration:
         if self._calibration is None:
-            self._calibration = calibrate(self.model, self.calib_data, self.names)
+            self._calibration = calibrate(self.model, self.calib_data, self.names) if self.int8 else Calibration({}, {})
         return self._calibration
 
     def build(self, config: Mapping[str, str]) -> nn.Module:

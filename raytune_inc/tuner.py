@@ -80,7 +80,7 @@ def execute(
     if checkpoint is None:
         if prepare is not None:
             prepare(run)
-        executor.run(run)
+        _run(executor, run)
         return run.result()
     if not isinstance(checkpoint, str | os.PathLike):
         raise TypeError(f"checkpoint must be a directory path (str or os.PathLike), got {type(checkpoint).__name__}")
@@ -90,10 +90,17 @@ def execute(
             run.restore(loaded)
         if prepare is not None:
             prepare(run)
-        executor.run(run)
+        _run(executor, run)
     finally:
         try:
             run.save()  # what finished last (cancelled evaluations included), also when the run failed
         finally:
             run.store.close()
     return run.result()
+
+
+def _run(executor: Executor, run: TuningRun) -> None:
+    try:
+        executor.run(run)
+    finally:
+        run.monitor.finished()

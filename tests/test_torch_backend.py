@@ -132,10 +132,17 @@ def test_tune_returns_the_model_its_accuracy_was_measured_on(net, data):
     assert res.history["stage"].to_pylist()[0] == "baseline"
 
 
+def test_without_int8_no_calibration_data_is_needed(net, data):
+    eval_fn = agreement(net, data)
+    res = tune(net, eval_fn, None, precisions=("bf16", "fp16"), workers=0)
+    assert res.config is not None and set(res.config.values()) <= {"fp32", "bf16", "fp16"} and set(res.config.values()) - {"fp32"}
+    assert res.accuracy == eval_fn(res.model)
+
+
 def test_bad_input_fails_before_any_evaluator_starts(net, data, monkeypatch):
     import raytune_inc.driver as driver
 
-    monkeypatch.setattr(driver, "ray_session", lambda: pytest.fail("Ray was started"))
+    monkeypatch.setattr(driver, "ray_session", lambda *args, **kwargs: pytest.fail("Ray was started"))
 
     def broken(model):
         raise RuntimeError("eval_fn broke")
@@ -146,6 +153,8 @@ def test_bad_input_fails_before_any_evaluator_starts(net, data, monkeypatch):
         tune(net, agreement(net, data), [torch.randn(4, 3, 8, 8)], workers=2)
     with pytest.raises(ValueError, match="calibration data is empty"):
         tune(net, agreement(net, data), [], workers=2)
+    with pytest.raises(ValueError, match="int8 needs calibration data: calib_data is None"):
+        tune(net, agreement(net, data), None, workers=2)
     lock = threading.Lock()
     with pytest.raises(TypeError, match="must be picklable"):
         tune(net, lambda m: lock.locked() or agreement(net, data)(m), [data[:4]], workers=2)

@@ -1,0 +1,121 @@
+"""What a run reports: its counts, the Ray metrics it records, and the progress line."""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+
+import pytest
+
+from raytune_inc import monitor, tune_space
+from raytune_inc.monitor import ProgressLine, RunMonitor, progress_wanted
+from raytune_inc.run import TuningRun
+from raytune_inc.simulation import simulate
+from raytune_inc.synthetic import AdditiveLossEvaluation, random_space
+
+
+class FakeMetric:
+    """Records what a ray.util.metrics object is given, by tags."""
+
+    def __init__(self):
+        self.totals: dict[tuple, float] = defaultdict(float)
+        self.values: dict[tuple, float] = {}
+        self.observed: list[tuple[float, tuple]] = []
+
+    def inc(self, value=1.0, tags=None):
+        self.totals[tuple(sorted(tags.items()))] += value
+
+    def set(self, value, tags=None):
+        self.values[tuple(sorted(tags.items()))] = value
+
+    def observe(self, value, tags=None):
+        self.observed.append((value, tuple(sorted(tags.items()))))
+
+
+def history_counts(history) -> dict[str, int]:
+    rows = history.to_pylist()
+    return {
+        "committed": sum(r["commit_seq"] is not None for r in rows),
+        "evaluated": sum(r["status"] in ("ok", "error") for r in rows),
+        "errored": sum(r["status"] == "error" for r in rows),
+        "wasted": sum(r["commit_seq"] is None and r["stage"] != "baseline" and r["status"] in ("ok", "error") for r in rows),
+    }
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_counts_match_the_history_of_a_parallel_run(seed):
+    space = random_space(24, seed=seed)
+    run = TuningRun(space, AdditiveLossEvaluation(space, seed=seed), "conservative", None, ("bf16", "fp16", "int8"), 100, 0, None)
+    simulate(run, 4)
+    assert run.monitor.ahead > 0 or run.monitor.committed == len(run.result().trials)
+    run.monitor.finished()
+    expected = history_counts(run.history())
+    m = run.monitor
+    assert (m.committed, m.evaluated, m.errored, m.wasted) == tuple(expected.values())
+    assert expected["wasted"] > 0  # 4 evaluators speculate: some guesses miss
+    assert m.best == run.result().accuracy and m.baseline == run.baseline and m.ahead == 0
+
+
+class Flaky(AdditiveLossEvaluation):
+    """Raises on configs with a multiple of 7 ops lowered."""
+
+    def __call__(self, config):
+        lowered = sum(p != "fp32" for p in config.values())
+        if lowered and lowered % 7 == 0:
+            raise RuntimeError("flaky op")
+        return super().__call__(config)
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_ray_metrics_get_every_trial(monkeypatch):
+    names = ["trials_committed", "trials_evaluated", "trials_wasted", "trials_errored", "trials_lost"]
+    names += ["trials_in_flight", "evaluators_idle", "baseline_accuracy", "best_accuracy", "trial_duration_seconds"]
+    fakes = {name: FakeMetric() for name in names}
+    monkeypatch.setattr(monitor, "_METRICS", fakes)
+    space = random_space(20, seed=3)
+    res = tune_space(space, Flaky(space, seed=3, cost=0.01), workers=3)
+    expected = history_counts(res.history)
+    assert expected["errored"] > 0 and expected["wasted"] > 0
+
+    def total(name, **tags):
+        return sum(v for k, v in fakes[name].totals.items() if all((t, tags[t]) in k for t in tags))
+
+    run = res.run_id[:8]
+    for name in ("committed", "evaluated", "errored", "wasted"):
+        assert total(f"trials_{name}", strategy="conservative", run=run) == expected[name], name
+    stages = {dict(k)["stage"] for k in fakes["trials_committed"].totals}
+    assert stages == {t.stage for t in res.trials}
+    assert len(fakes["trial_duration_seconds"].observed) == expected["evaluated"]
+    # Each ok evaluation sleeps 0.01 s; the errored ones raise before that.
+    assert sum(v >= 0.01 for v, _ in fakes["trial_duration_seconds"].observed) == expected["evaluated"] - expected["errored"]
+    tags = (("run", run), ("strategy", "conservative"))
+    assert fakes["baseline_accuracy"].values[tags] == res.baseline
+    assert fakes["best_accuracy"].values[tags] == res.accuracy
+    assert fakes["trials_in_flight"].values[tags] == 0 and fakes["evaluators_idle"].values[tags] == 0
+
+
+def test_progress_line_redraws_one_line_and_ends_it():
+    stream = io.StringIO()
+    m = RunMonitor("conservative", stream=stream)
+    assert m.progress is None  # a StringIO is not a terminal
+    m.progress = ProgressLine("conservative", stream, interval=0.0)
+    m.set_baseline(0.95, 0.9405)
+    m.pool(3, 1)
+    m.finished()
+    text = stream.getvalue()
+    assert text.count("\n") == 1 and text.endswith("\n")
+    assert "0 committed, 3 in flight, 0 ahead, best none yet (baseline 0.9500, goal 0.9405)" in text
+    assert "0 committed, 0 wasted" in text.split("\r")[-1]
+
+
+def test_progress_is_wanted_on_a_terminal_or_when_forced(monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.delenv("RAYTUNE_INC_PROGRESS", raising=False)
+    assert progress_wanted(Terminal()) and not progress_wanted(io.StringIO())
+    monkeypatch.setenv("RAYTUNE_INC_PROGRESS", "0")
+    assert not progress_wanted(Terminal())
+    monkeypatch.setenv("RAYTUNE_INC_PROGRESS", "1")
+    assert progress_wanted(io.StringIO())
