@@ -516,8 +516,8 @@ def _timeline_svg(f: _Facts, width: int = 1100) -> str:
     index = {w: i for i, w in enumerate(workers)}
     for r in sorted(timed, key=lambda r: r.start):
         y = y0 + index[r.worker] * row_height + (row_height - bar_height) / 2
-        bx = sx(r.start)
-        bw = max(3.0, sx(r.end) - bx)
+        bw = max(3.0, sx(r.end) - sx(r.start))
+        bx = min(sx(r.start), x1 - bw)  # a short last bar stays inside the frame
         svg.add(
             f'<rect class="bar {r.kind}" x="{_fmt(bx)}" y="{_fmt(y)}" width="{_fmt(bw)}" height="{bar_height}" '
             f'fill="{_bar_colour(r)}"><title>{_esc(_tooltip(r))}</title></rect>'
