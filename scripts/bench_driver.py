@@ -1,6 +1,6 @@
 """Benchmark of the Ray driver: speculative speedup and driver overhead.
 
-    python scripts/bench_driver.py [--cost 0.25] [--spaces 3] [--sensitive 0.15] [--out bench_driver.json]
+    python scripts/bench_driver.py [--cost 0.25] [--spaces 3] [--repeats 1] [--sensitive 0.15] [--out bench_driver.json]
 
 Part 1: a sleep-cost evaluation (`--cost` s per call) on random spaces of 20 to 40 ops
 where most op-wise trials pass; wall time of workers=0, 1, 2, 4, 8 (Ray started once,
@@ -8,6 +8,7 @@ before; evaluator start-up is inside each run's wall time and also shown apart),
 speedup over workers=1, wasted evaluations, and the ideal (trials x cost / workers).
 Part 2: driver overhead per committed trial with a zero-cost evaluation: (wall time -
 start-up) / committed trials, median over spaces.
+`--repeats` runs every (space, workers) cell that many times, alternating the worker counts.
 `--sensitive` is the fraction of ops whose int8 loss may exhaust the tolerance (see
 `raytune_inc.synthetic`); it sets how many trials fail. `--overhead-spaces 0` skips part 2.
 """
@@ -15,6 +16,7 @@ start-up) / committed trials, median over spaces.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -62,6 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cost", type=float, default=0.25)
     parser.add_argument("--spaces", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--overhead-spaces", type=int, default=5)
     parser.add_argument("--sensitive", type=float, default=0.15)
     parser.add_argument("--out", default="runs/bench_driver.json")
@@ -70,8 +73,8 @@ def main() -> None:
 
     sizes = [20 + (20 * i) // max(1, args.spaces - 1) for i in range(args.spaces)] if args.spaces else []
     speed = []
-    for i, n_ops in enumerate(sizes):
-        rows = [run_once(n_ops, i, w, args.cost, args.sensitive) for w in WORKERS]
+    for (i, n_ops), repeat in itertools.product(enumerate(sizes), range(args.repeats)):
+        rows = [run_once(n_ops, i, w, args.cost, args.sensitive) | {"repeat": repeat} for w in WORKERS]
         reference = rows[0]
         for r in rows:
             assert r["committed"] == reference["committed"] and r["result"] == reference["result"], "parallel run differs from sequential"

@@ -1,0 +1,33 @@
+"""The published benchmark report: BENCHMARKS.md is what scripts/bench/run_all.py makes of the raw figures beside it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "scripts" / "bench" / "results"
+
+
+def test_benchmarks_md_is_rendered_from_the_published_results(tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(RESULTS, results)
+    out = tmp_path / "BENCHMARKS.md"
+    command = [sys.executable, "scripts/bench/run_all.py", "--render", "--results", str(results), "--out-dir", str(tmp_path / "logs")]
+    done = subprocess.run([*command, "--markdown", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    def body(text: str) -> list[str]:
+        return [line for line in text.splitlines() if not line.startswith("Written by")]
+
+    rendered = out.read_text().replace(str(results), "scripts/bench/results")
+    assert body(rendered) == body((REPO / "BENCHMARKS.md").read_text())
+    for part in ("inc", "speculation", "ray_tune", "scaling"):
+        raw = json.loads((tmp_path / "logs" / f"{part}.json").read_text())["raw"]
+        with open(RESULTS / f"{part}.csv") as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == len(raw) > 0, part
