@@ -20,7 +20,7 @@ import numpy as np
 
 from .criterion import AccuracyCriterion
 from .space import FP32, PRECISIONS, Config, TuningSpace
-from .strategies import Candidate, Outcome, Plan, Strategy
+from .strategies import Candidate, ForkablePlan, Outcome, Plan, Strategy
 
 P_MIN, P_MAX = 0.02, 0.98
 
@@ -165,6 +165,33 @@ class Speculator:
         self._precisions = precisions
         self._criterion = criterion
         self._max_trials = max_trials
+        # A forkable plan kept at the committed frontier: (outcomes sent, the last of them, plan, its pending candidate).
+        self._frontier: tuple[int, Outcome | None, ForkablePlan, Candidate | None] | None = None
+        self._forkable: bool | None = None  # known once the first plan is made
+
+    def _at_frontier(self, outcomes: Sequence[Outcome]) -> tuple[Plan, Candidate | None]:
+        """A plan that has been sent `outcomes`, and its pending candidate.
+
+        With a ForkablePlan, a fork of the one kept at the frontier, advanced by the outcomes
+        committed since the last call (the committed path only grows); else a replay from the start.
+        """
+        if self._forkable is False:
+            return self._replay(outcomes)
+        state = self._frontier
+        if state is None or state[0] > len(outcomes) or (state[0] and outcomes[state[0] - 1] is not state[1]):
+            plan = self._strategy.plan(self._space, self._precisions, self._criterion)
+            self._forkable = isinstance(plan, ForkablePlan)
+            if not self._forkable:
+                plan.close()
+                return self._replay(outcomes)
+            state = (0, None, plan, _start(plan))
+        count, _, plan, pending = state
+        for i in range(count, len(outcomes)):
+            if pending is None:
+                break
+            pending = _send(plan, outcomes[i])
+        self._frontier = (len(outcomes), outcomes[-1] if outcomes else None, plan, pending)
+        return plan.fork(), pending
 
     def _replay(self, outcomes: Sequence[Outcome]) -> tuple[Plan, Candidate | None]:
         plan = self._strategy.plan(self._space, self._precisions, self._criterion)
@@ -198,8 +225,12 @@ class Speculator:
         while heap and len(chosen) < want and expanded < budget:
             neg_p, _, suffix, live = heapq.heappop(heap)
             expanded += 1
-            if live is None:
+            if live is None and not suffix:
+                plan, pending = self._at_frontier(frontier.outcomes)
+            elif live is None:  # a plan that cannot be forked: replayed from its first step
                 plan, pending = self._replay([*frontier.outcomes, *(o for _, o, _ in suffix)])
+            elif isinstance(live, _Deferred):
+                plan, pending = live.plan, _send(live.plan, live.outcome)
             else:
                 plan, pending = live
             local = {c: o for c, o, _ in suffix}
@@ -227,17 +258,35 @@ class Speculator:
                 chosen_configs.add(pending.config)
             p, guess = model.estimate(pending)
             branches = sorted(((p, True), (1.0 - p, False)), reverse=True)
+            spare = plan.fork() if isinstance(plan, ForkablePlan) else None
             for k, (q, meets) in enumerate(branches):
                 outcome = Outcome(guess, meets)
                 child_suffix = (*suffix, (pending.config, outcome, True))
-                child_live = None
-                if k == 0:  # the likelier child goes on with this plan; the other is replayed if it is reached
+                child_live: tuple | _Deferred | None = None
+                if k == 0:  # the likelier child goes on with this plan
                     child_live = (plan, _send(plan, outcome))
+                elif spare is not None:  # the other with a fork of it, advanced if it is reached; else it is replayed
+                    child_live = _Deferred(spare, outcome)
                 heapq.heappush(heap, (neg_p * q, next(order), child_suffix, child_live))
         for *_, live in heap:
-            if live is not None:
+            if isinstance(live, tuple):
                 live[0].close()
         return chosen
+
+
+@dataclass(frozen=True)
+class _Deferred:
+    """A forked plan and the outcome to send it when its node is reached."""
+
+    plan: ForkablePlan
+    outcome: Outcome
+
+
+def _start(plan: Plan) -> Candidate | None:
+    try:
+        return next(plan)
+    except StopIteration:
+        return None
 
 
 def _send(plan: Plan, outcome: Outcome) -> Candidate | None:

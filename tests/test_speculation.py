@@ -130,3 +130,52 @@ def test_the_additive_model_fits_the_most_recent_results_only():
             model.observe("int8 op-wise", config, evaluate(config.as_dict()))
     for config in configs[:10]:
         assert abs(everything.predict(config) - recent.predict(config)) < 1e-9
+
+
+def _walk(plan, outcomes):
+    """The candidates a plan yields when sent `outcomes` in turn (a list shorter than the outcomes if it ends)."""
+    seen = []
+    try:
+        seen.append(next(plan))
+        for outcome in outcomes:
+            seen.append(plan.send(outcome))
+    except StopIteration:
+        pass
+    return seen
+
+
+def test_a_forked_conservative_plan_goes_on_independently():
+    space = random_space(12, seed=4)
+    strategy = ConservativeStrategy()
+    precisions, criterion = ("bf16", "fp16", "int8"), AccuracyCriterion()
+    rng = random.Random(0)
+    outcomes = [Outcome(0.9, rng.random() < 0.7) for _ in range(60)]
+    plan = strategy.plan(space, precisions, criterion)
+    _walk(plan, outcomes[:5])
+    fork = plan.fork()
+    other = [Outcome(0.9, not o.meets) for o in outcomes[5:]]
+    # Each goes on as a fresh plan sent the same outcomes would, whatever the other is sent.
+    assert _walk_from(plan, outcomes[5:]) == _walk(strategy.plan(space, precisions, criterion), outcomes)[6:]
+    assert _walk_from(fork, other) == _walk(strategy.plan(space, precisions, criterion), outcomes[:5] + other)[6:]
+
+
+def _walk_from(plan, outcomes):
+    seen = []
+    try:
+        for outcome in outcomes:
+            seen.append(plan.send(outcome))
+    except StopIteration:
+        pass
+    return seen
+
+
+def test_speculation_forks_the_plan_instead_of_replaying_the_strategy(monkeypatch):
+    calls = []
+    original = ConservativeStrategy.plan
+    monkeypatch.setattr(ConservativeStrategy, "plan", lambda self, *args: calls.append(1) or original(self, *args))
+    space = random_space(40, seed=2)
+    evaluate = AdditiveLossEvaluation(space, seed=2, sensitive=0.3)  # many op-wise trials, so many picks
+    run = TuningRun(space, evaluate, "conservative", None, ("bf16", "fp16", "int8"), 100, 0, None)
+    simulate(run, 4)
+    assert len(run.result().trials) > 30
+    assert len(calls) == 2  # the committed path's plan and the one the speculation keeps at the frontier

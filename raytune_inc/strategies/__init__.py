@@ -1,7 +1,7 @@
 """Tuning strategies as pure sequential generators, registered by name."""
 
 from .auto_mixed_precision import AutoMixedPrecisionStrategy
-from .base import Candidate, Outcome, Plan, Strategy, get_strategy, known_strategies, register_strategy
+from .base import Candidate, ForkablePlan, Outcome, Plan, Strategy, get_strategy, known_strategies, register_strategy
 from .conservative import ConservativeStrategy, op_type_order
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "ConservativeStrategy",
     "Outcome",
     "Plan",
+    "ForkablePlan",
     "Strategy",
     "get_strategy",
     "known_strategies",

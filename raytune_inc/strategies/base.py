@@ -37,6 +37,32 @@ class Outcome:
 Plan = Generator[Candidate, Outcome, None]
 
 
+class ForkablePlan:
+    """A plan whose position can be copied: a plan object with a generator's `next`/`send`/`close`, plus `fork()`.
+
+    A strategy may return one from `plan` instead of a generator. The speculation then forks the
+    plan where the committed path stands instead of replaying the strategy from its first step
+    for every branch it looks at, which keeps the driver's cost per trial flat in long runs.
+    `send(None)` (or `next`) starts it; a finished plan raises StopIteration on every call.
+    """
+
+    def __iter__(self) -> ForkablePlan:
+        return self
+
+    def __next__(self) -> Candidate:
+        return self.send(None)
+
+    def send(self, outcome: Outcome | None) -> Candidate:
+        raise NotImplementedError
+
+    def fork(self) -> ForkablePlan:
+        """An independent plan at the same position: what is sent to one does not change the other."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Nothing to release (a generator's close, for the callers that treat both alike)."""
+
+
 class Strategy:
     """Base of the strategies: a name, a check of the run's inputs, and the plan generator.
 

@@ -7,11 +7,12 @@ one at a time. Every candidate that meets is accepted and later ones build on it
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 from ..criterion import AccuracyCriterion
-from ..space import LOWER_PRECISIONS, TuningSpace
-from .base import Candidate, Plan, Strategy, register_strategy
+from ..space import LOWER_PRECISIONS, Config, TuningSpace
+from .base import Candidate, ForkablePlan, Outcome, Strategy, register_strategy
 
 DEFAULT_TYPE_PREFIXES = ("conv", "matmul", "bmm", "linear")
 
@@ -68,23 +69,63 @@ class ConservativeStrategy(Strategy):
                 f"(ops support: {sorted({p for op in space for p in op.precisions})})"
             )
 
-    def plan(self, space: TuningSpace, precisions: tuple[str, ...], criterion: AccuracyCriterion) -> Plan:
-        accepted = space.all_fp32()
+    def plan(self, space: TuningSpace, precisions: tuple[str, ...], criterion: AccuracyCriterion) -> ConservativePlan:
+        steps = []
         types = op_type_order(space, self.op_type_priority)
         for dtype in LOWER_PRECISIONS:
             if dtype not in precisions:
                 continue
             for op_type in types:
-                group = [op.name for op in space if op.type == op_type and op.supports(dtype)]
-                if not group:
-                    continue
-                candidate = accepted.replace(group, dtype)
-                outcome = yield Candidate(candidate, f"{dtype} type-wise")
-                if outcome.meets:
-                    accepted = candidate
-                    continue
-                for name in group:
-                    candidate = accepted.replace((name,), dtype)
-                    outcome = yield Candidate(candidate, f"{dtype} op-wise")
-                    if outcome.meets:
-                        accepted = candidate
+                group = tuple(op.name for op in space if op.type == op_type and op.supports(dtype))
+                if group:
+                    steps.append((dtype, group))
+        return ConservativePlan(tuple(steps), space.all_fp32())
+
+
+class ConservativePlan(ForkablePlan):
+    """The conservative walk as a state machine, so that it can be forked (see ForkablePlan):
+
+    for each (dtype, group of one op type) step: the type-wise candidate (the group at dtype on
+    top of the accepted config); if it misses the goal, each op of the group in turn; every
+    candidate that meets becomes the accepted config.
+    """
+
+    def __init__(self, steps: tuple[tuple[str, tuple[str, ...]], ...], accepted: Config):
+        self._steps = steps  # shared by forks: never changed
+        self._accepted = accepted
+        self._step = 0
+        self._op = -1  # -1: the step's type-wise candidate; k >= 0: the op-wise candidate of its k-th op
+        self._candidate: Candidate | None = None
+        self._started = False
+
+    def fork(self) -> ConservativePlan:
+        return copy.copy(self)  # every field is immutable or shared read-only
+
+    def send(self, outcome: Outcome | None) -> Candidate:
+        if not self._started:
+            if outcome is not None:
+                raise TypeError("can't send a non-None value to a just-started plan")
+            self._started = True
+            return self._next()
+        if self._candidate is None:
+            raise StopIteration
+        if outcome.meets:
+            self._accepted = self._candidate.config
+        if self._op == -1 and not outcome.meets:
+            self._op = 0  # the type-wise candidate missed: its ops one at a time
+        elif self._op == -1 or self._op + 1 == len(self._steps[self._step][1]):
+            self._step, self._op = self._step + 1, -1
+        else:
+            self._op += 1
+        return self._next()
+
+    def _next(self) -> Candidate:
+        if self._step == len(self._steps):
+            self._candidate = None
+            raise StopIteration
+        dtype, group = self._steps[self._step]
+        if self._op == -1:
+            self._candidate = Candidate(self._accepted.replace(group, dtype), f"{dtype} type-wise")
+        else:
+            self._candidate = Candidate(self._accepted.replace((group[self._op],), dtype), f"{dtype} op-wise")
+        return self._candidate
