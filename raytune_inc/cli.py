@@ -113,7 +113,7 @@ def _tune(args: argparse.Namespace) -> int:
         resume=args.resume,
     )
     print(f"{res.strategy}: {len(res.trials)} trials committed, {res.evaluations} evaluations, stopped: {res.stop_reason}")
-    print(f"baseline accuracy {res.baseline:.6g}, goal {'>=' if criterion.higher_is_better else '<='} {_goal(criterion, res.baseline):.6g}")
+    print(f"baseline accuracy {res.baseline:.6g}, goal {'>=' if criterion.higher_is_better else '<='} {criterion.goal(res.baseline):.6g}")
     if res.config is None:
         print("no config met the goal: the model stays FP32")
     else:
@@ -129,11 +129,6 @@ def _tune(args: argparse.Namespace) -> int:
         torch.save(res.model, args.save_model)
         print(f"tuned model: {args.save_model} (torch.load(..., weights_only=False); trusted files only)")
     return 0
-
-
-def _goal(criterion: Any, baseline: float) -> float:
-    tolerance = criterion.tolerance(baseline)
-    return baseline - tolerance if criterion.higher_is_better else baseline + tolerance
 
 
 def _history(args: argparse.Namespace) -> int:

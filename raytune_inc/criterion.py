@@ -42,6 +42,11 @@ class AccuracyCriterion:
             return abs(baseline) * self.tolerable_loss
         return self.tolerable_loss
 
+    def goal(self, baseline: float) -> float:
+        """The accuracy a config must reach (at least, or at most when lower is better) for this baseline."""
+        tolerance = self.tolerance(baseline)
+        return baseline - tolerance if self.higher_is_better else baseline + tolerance
+
     def meets(self, accuracy: float | None, baseline: float) -> bool:
         if accuracy is None or math.isnan(accuracy):
             return False

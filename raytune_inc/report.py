@@ -99,8 +99,7 @@ class _Facts:
     def goal(self) -> float | None:
         if self.baseline is None:
             return None
-        tolerance = self.criterion.tolerance(self.baseline)
-        return self.baseline - tolerance if self.criterion.higher_is_better else self.baseline + tolerance
+        return self.criterion.goal(self.baseline)
 
     @property
     def committed(self) -> list[_Row]:

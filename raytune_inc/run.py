@@ -179,9 +179,7 @@ class TuningRun:
             raise RuntimeError("start_path() before the baseline is known")
         plan = self.strategy.plan(self.space, self.precisions, self.criterion)
         self.path = CommittedPath(plan, self.criterion, self.baseline, self.space.all_fp32(), self.max_trials)
-        tolerance = self.criterion.tolerance(self.baseline)
-        goal = self.baseline - tolerance if self.criterion.higher_is_better else self.baseline + tolerance
-        self.monitor.set_baseline(self.baseline, goal)
+        self.monitor.set_baseline(self.baseline, self.criterion.goal(self.baseline))
         return self.path
 
     def replay_recorded(self) -> None:

@@ -207,6 +207,7 @@ def test_relative_higher_is_better():
     assert c.tolerance(0.5) == 0.125
     assert c.meets(0.5, 0.5)
     assert c.meets(0.375, 0.5)  # exactly baseline - tol: non-strict
+    assert c.goal(0.5) == 0.375
     assert not c.meets(0.37499, 0.5)
     assert c.meets(0.9, 0.5)  # better than the baseline
 
@@ -222,6 +223,7 @@ def test_absolute_higher_is_better():
 def test_lower_is_better():
     c = AccuracyCriterion(tolerable_loss=0.25, criterion="relative", higher_is_better=False)
     assert c.meets(2.5, 2.0)  # exactly baseline + tol
+    assert c.goal(2.0) == 2.5
     assert not c.meets(2.5001, 2.0)
     assert c.meets(1.0, 2.0)  # lower than the baseline is better
     a = AccuracyCriterion(tolerable_loss=0.5, criterion="absolute", higher_is_better=False)

@@ -286,11 +286,11 @@ def speculation_part(args, out: Path) -> dict:
 # --- helpers' parts ----------------------------------------------------------------------------------------
 
 
-def ensure_ray_tune() -> None:
+def ensure_ray_tune(out: Path) -> None:
     try:
         import ray.tune  # noqa: F401
     except ImportError:
-        run([PY, "-m", "pip", "install", "-q", "-e", f"{ROOT}[bench]"], ROOT / "runs" / "bench" / "pip-bench.log")
+        run([PY, "-m", "pip", "install", "-q", "-e", f"{ROOT}[bench]"], out / "pip-bench.log")
 
 
 def script_part(name: str, script: str, args, out: Path, quick: list[str]) -> dict:
@@ -380,7 +380,7 @@ def main() -> None:
             report = speculation_part(args, out)
         elif part == "ray_tune":
             if not args.render:
-                ensure_ray_tune()
+                ensure_ray_tune(out)
             report = script_part("ray_tune", "ray_tune_compare.py", args, out, ["--repeats", "1"])
         else:
             report = script_part("scaling", "scaling.py", args, out, ["--ops", "10", "100", "--history", "1000", "--repeats", "1"])
