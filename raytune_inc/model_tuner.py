@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from importlib import metadata
 from pathlib import Path
@@ -33,14 +33,72 @@ class ModelTuneResult(TuneResult):
     torchao_config: Any = None
 
 
+def tensor_chunks(tensor: torch.Tensor) -> Iterator[bytes]:
+    """The bytes that identify a tensor: its kind, dtype and shape, then its values, for any tensor.
+
+    0-dim tensors (BatchNorm's `num_batches_tracked`), bool, complex, quantized, sparse,
+    non-contiguous and tensor subclasses (torchao's int8 weights) included, on any device; a meta
+    tensor has no values, so only its kind, dtype and shape count.
+    """
+    from torch.utils._python_dispatch import is_traceable_wrapper_subclass
+
+    t = tensor.detach()
+    yield f"{type(t).__name__}|{t.dtype}|{tuple(t.shape)}|".encode()
+    if is_traceable_wrapper_subclass(t):  # e.g. torchao's quantized tensors: their inner tensors
+        names, _ = t.__tensor_flatten__()
+        for name in names:
+            yield from tensor_chunks(getattr(t, name))
+        return
+    if t.device.type == "meta":
+        return
+    if t.layout != torch.strided:
+        t = t.to_dense()
+    if t.is_quantized:
+        if t.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+            yield f"{t.q_scale()}|{t.q_zero_point()}|".encode()
+        else:
+            yield from tensor_chunks(t.q_per_channel_scales())
+            yield from tensor_chunks(t.q_per_channel_zero_points())
+        t = t.int_repr()
+    if t.is_complex():
+        t = torch.view_as_real(t.resolve_conj())
+    if t.dtype == torch.bool:
+        t = t.to(torch.uint8)
+    # reshape(-1): a 0-dim tensor cannot be viewed as bytes when its elements are wider than one byte
+    yield t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
 def model_digest(model: nn.Module) -> str:
     """A hash of the model's structure and weights: a checkpoint is only resumed for the same model."""
     h = hashlib.sha256(repr(model).encode())
     for name, tensor in model.state_dict().items():
         h.update(name.encode())
-        h.update(str(tensor.dtype).encode())
-        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        for chunk in tensor_chunks(tensor):
+            h.update(chunk)
     return h.hexdigest()[:16]
+
+
+def check_model(model: nn.Module) -> None:
+    """Refuse, naming the cause and the fix, a model that `tune` cannot take apart and lower."""
+    if isinstance(model, torch.jit.ScriptModule):
+        raise TypeError(
+            f"model is a TorchScript module ({type(model).__name__}, from torch.jit.script or torch.jit.trace): its ops "
+            "cannot be replaced one by one; pass the Python nn.Module it was made from"
+        )
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    for name, tensor in (*model.named_parameters(), *model.named_buffers()):
+        if tensor.device.type == "meta":
+            raise ValueError(
+                f"model has tensors on the meta device ({name!r}): they hold no values to evaluate; load the weights first "
+                "(e.g. from_pretrained, or model.to_empty(device=...) then load_state_dict)"
+            )
+    for name, p in model.named_parameters():
+        if p.is_floating_point() and p.dtype != torch.float32:
+            raise ValueError(
+                f"model is not FP32: parameter {name!r} is {p.dtype}; tune takes the FP32 model and finds what can go "
+                "lower, so pass it in FP32 (e.g. model.float())"
+            )
 
 
 def _version(name: str) -> str:
@@ -74,6 +132,7 @@ def tune(
     Everything else is as in `tune_space`; `op_name_dict` / `op_type_dict` restrict the
     precisions of ops by name or module type (regex -> allowed precisions).
     """
+    check_model(model)
     space = discover_ops(model, op_name_dict, op_type_dict)
     if not callable(eval_fn):
         raise TypeError(f"eval_fn must be callable (model -> accuracy), got {type(eval_fn).__name__}")

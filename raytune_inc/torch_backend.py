@@ -1,7 +1,13 @@
 """The PyTorch backend: the tunable ops of an nn.Module, and a config applied to a copy of it.
 
-- Op discovery: modules in model order, by fully qualified name. Linear and Conv1d/2d/3d
-  take int8, bf16 and fp16; other modules with weights of their own take bf16 and fp16.
+- Op discovery: modules in model order, by fully qualified name. Linear, Conv1d/2d/3d
+  (grouped and depthwise ones included) and transformers' `Conv1D` (GPT-2's projections: a
+  Linear with a transposed weight) take int8, bf16 and fp16; Embedding takes int8 (weights
+  only: its input is indices), bf16 and fp16; other modules with floating weights of their
+  own take bf16 and fp16. BatchNorm is no op: it stays FP32 (see `LEFT_OUT`).
+- Tied weights (GPT-2's `lm_head` shares `wte`'s): each module is its own op, and lowering
+  one never changes another. A lowered op gets its own copy of a shared weight; the others
+  keep the FP32 tensor.
 - int8 with torchao: Linear gets static int8 activations (a per-tensor scale calibrated
   once on the FP32 model) and per-channel int8 weights (`Int8StaticActivationInt8WeightConfig`),
   or dynamic int8 activations where calibration never reached it. torchao has no int8
@@ -29,10 +35,47 @@ from .space import FP32, LOWER_PRECISIONS, Op, TuningSpace
 
 INT8_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# Module kinds that are left out of the space on purpose, with the reason.
+LEFT_OUT = {
+    nn.modules.batchnorm._BatchNorm: "BatchNorm stays FP32: at inference it is a per-channel scale and shift that the int8 "
+    "convolution before it absorbs (folded into its weights), and alone it is too cheap to gain from a lower precision",
+}
 
 
 def _own_weights(module: nn.Module) -> bool:
     return any(p is not None for p in module._parameters.values())
+
+
+def is_transposed_linear(module: nn.Module) -> bool:
+    """transformers' `Conv1D` (GPT-2, GPT-Neo's relatives): a Linear whose weight is stored transposed, (in, out)."""
+    weight = getattr(module, "weight", None)
+    return (
+        type(module).__name__ == "Conv1D"
+        and type(module).__module__.startswith("transformers")
+        and isinstance(weight, torch.Tensor)
+        and weight.dim() == 2
+    )
+
+
+def as_linear(module: nn.Module) -> nn.Linear:
+    """An nn.Linear computing what the transposed-weight `module` (transformers' Conv1D) computes."""
+    n_in, n_out = module.weight.shape
+    bias = getattr(module, "bias", None)
+    linear = nn.Linear(n_in, n_out, bias=bias is not None, device=module.weight.device, dtype=module.weight.dtype)
+    with torch.no_grad():
+        linear.weight.copy_(module.weight.detach().t())
+        if bias is not None:
+            linear.bias.copy_(bias.detach())
+    return linear
+
+
+def takes_int8_activations(module: nn.Module) -> bool:
+    """Whether int8 for this module means int8 activations (calibrated) as well as int8 weights."""
+    return isinstance(module, INT8_MODULES) or is_transposed_linear(module)
+
+
+def _int8_capable(module: nn.Module) -> bool:
+    return takes_int8_activations(module) or isinstance(module, nn.Embedding)
 
 
 def discover_ops(
@@ -58,7 +101,9 @@ def discover_ops(
             continue
         if isinstance(module, nn.MultiheadAttention):
             attention.append(name)  # it reads its out_proj's weights itself: one op, bf16/fp16
-        if isinstance(module, INT8_MODULES):
+        if isinstance(module, tuple(LEFT_OUT)):
+            continue
+        if _int8_capable(module):
             allowed = set(LOWER_PRECISIONS)
         elif _own_weights(module) and all(p.is_floating_point() for p in module.parameters(recurse=False)):
             allowed = set(DTYPES)
@@ -126,7 +171,7 @@ def calibrate(model: nn.Module, calib_data: Iterable, names: Iterable[str]) -> C
         return record
 
     for name in names:
-        if isinstance(modules.get(name), INT8_MODULES):
+        if name in modules and takes_int8_activations(modules[name]):
             hooks.append(modules[name].register_forward_pre_hook(hook(name)))
     if calib_data is None:
         raise ValueError("int8 needs calibration data: calib_data is None (give a few input batches, or leave int8 out of precisions)")
@@ -203,11 +248,14 @@ def int8_conv(conv: nn.Conv1d | nn.Conv2d | nn.Conv3d, input_absmax: float | Non
 
 
 def torchao_config(config: Mapping[str, str], calibration: Calibration, model: nn.Module):
-    """The torchao `FqnToConfig` of the int8 Linear ops of `config` (what torchao itself can apply)."""
+    """The torchao `FqnToConfig` of the int8 Linear and Embedding ops of `config` in `model` (what torchao
+    itself can apply to them; transformers' Conv1D becomes a Linear first, see `apply_config`)."""
     from torchao.quantization import (
         FqnToConfig,
         Int8DynamicActivationInt8WeightConfig,
         Int8StaticActivationInt8WeightConfig,
+        IntxWeightOnlyConfig,
+        PerAxis,
         PerRow,
         PerTensor,
     )
@@ -215,7 +263,12 @@ def torchao_config(config: Mapping[str, str], calibration: Calibration, model: n
     modules = dict(model.named_modules())
     out = {}
     for name, precision in config.items():
-        if precision != "int8" or not isinstance(modules.get(name), nn.Linear):
+        if precision != "int8":
+            continue
+        if isinstance(modules.get(name), nn.Embedding):
+            out[name] = IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0))  # per-row int8 weights
+            continue
+        if not isinstance(modules.get(name), nn.Linear):
             continue
         if name in calibration.absmax:
             scale = torch.tensor(max(calibration.absmax[name], 1e-12) / 127.0).reshape([1] * calibration.ndim[name])
@@ -230,6 +283,12 @@ def apply_config(model: nn.Module, config: Mapping[str, str], calibration: Calib
     from torchao.quantization import quantize_
 
     model = copy.deepcopy(model)
+    lowered = [name for name, precision in config.items() if precision != FP32]
+    untie(model, lowered)
+    for name in lowered:
+        module = model.get_submodule(name)
+        if config[name] == "int8" and is_transposed_linear(module):
+            model.set_submodule(name, as_linear(module))  # torchao's int8 Linear, on the transposed weight
     fqn = torchao_config(config, calibration, model)
     if fqn.fqn_to_config:
         quantize_(model, fqn, filter_fn=None)
@@ -242,12 +301,29 @@ def apply_config(model: nn.Module, config: Mapping[str, str], calibration: Calib
             continue
         module = model.get_submodule(name)
         if precision == "int8":
-            if isinstance(module, nn.Linear):
+            if isinstance(module, nn.Linear | nn.Embedding):
+                module.raytune_precision = "int8"
                 continue  # done by torchao above
             int8_conv(module, calibration.absmax.get(name))
         else:
             cast_module(module, DTYPES[precision])
     return model.eval()
+
+
+def untie(model: nn.Module, names: Iterable[str]) -> None:
+    """Give each module of `names` its own copy of every parameter it shares with another module (tied
+    weights), in place, so that lowering it leaves the other modules as they were."""
+    holders: dict[int, set[int]] = {}
+    for module in model.modules():
+        for p in module._parameters.values():
+            if p is not None:
+                holders.setdefault(id(p), set()).add(id(module))
+    for name in names:
+        module = model.get_submodule(name)
+        for key, p in list(module._parameters.items()):
+            if p is not None and len(holders[id(p)]) > 1:
+                holders[id(p)].discard(id(module))
+                setattr(module, key, nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad))
 
 
 def _assigned_cpus() -> float | None:

@@ -286,7 +286,7 @@ def test_token_inputs_embeddings_and_3d_linears_take_their_precisions():
     batch = {"input_ids": torch.randint(0, 50, (4, 7)), "attention_mask": torch.ones(4, 7)}
     space = discover_ops(model)
     assert [(op.name, op.precisions) for op in space] == [
-        ("embed", ("bf16", "fp16")),
+        ("embed", ("bf16", "fp16", "int8")),  # int8: weights only
         ("proj", ("bf16", "fp16", "int8")),
         ("norm", ("bf16", "fp16")),
     ]
