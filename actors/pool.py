@@ -16,21 +16,14 @@ from typing import Any
 import ray
 from ray.exceptions import OutOfMemoryError, RayActorError, RayTaskError, WorkerCrashedError
 
+from raytune_inc.errors import EvaluatorStartError
 from raytune_inc.evaluation import EvaluateFn
+from raytune_inc.records import Failed, Lost
 from raytune_inc.space import TuningSpace
 
 from .evaluator import EvaluationRecord, RemoteEvaluator
 
 LOST_ERRORS = (RayActorError, WorkerCrashedError, OutOfMemoryError)
-
-
-@dataclass
-class Lost:
-    """The evaluator died while it held this task (crash, OOM kill, node lost)."""
-
-    worker: str
-    error: str
-    node: str = ""  # the Ray node id the evaluator ran on
 
 
 @dataclass
@@ -88,10 +81,10 @@ class EvaluatorPool:
         while not self.idle:
             done, _ = await asyncio.wait(self.starting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             if not done:
-                raise RuntimeError(
+                raise EvaluatorStartError(
                     f"no evaluator started within {timeout:.0f} s ({len(self._shares)} asked for, (num_cpus, num_gpus) "
                     f"{sorted(set(self._shares))}; the cluster has {ray.cluster_resources()}): "
-                    "ask for fewer workers or smaller shares"
+                    "ask for fewer workers or smaller shares, or add nodes"
                 )
             self._take_started(done)
 
@@ -102,14 +95,19 @@ class EvaluatorPool:
             try:
                 slot.node = future.result()
             except RayActorError as exc:
-                if exc.actor_init_failed or self._start_deaths >= max(3, 2 * len(self._shares)):
-                    raise RuntimeError(f"evaluator {slot.name} failed to start: {exc}") from exc
+                if exc.actor_init_failed:
+                    raise _start_error(slot.name, exc) from exc
+                if self._start_deaths >= max(3, 2 * len(self._shares)):
+                    raise EvaluatorStartError(
+                        f"evaluators keep dying while they start ({self._start_deaths + 1} in a row, last {slot.name}: {exc}); "
+                        "check the nodes' memory and health"
+                    ) from exc
                 self._start_deaths += 1
                 ray.kill(slot.actor, no_restart=True)
                 self._start(slot.share)
                 continue
             except RayTaskError as exc:
-                raise RuntimeError(f"evaluator {slot.name} failed to start: {exc}") from exc
+                raise _start_error(slot.name, exc) from exc
             self._start_deaths = 0
             self.idle.append(slot)
 
@@ -120,7 +118,7 @@ class EvaluatorPool:
         self.in_flight[asyncio.wrap_future(ref.future())] = (slot, payload)
         return slot.name
 
-    async def wait(self, timeout: float | None) -> list[tuple[Any, EvaluationRecord | Lost]]:
+    async def wait(self, timeout: float | None) -> list[tuple[Any, EvaluationRecord | Lost | Failed]]:
         """The evaluations that finished, with their records; empty if only an evaluator came up or `timeout` passed.
 
         A dead evaluator is replaced by a new one and its task comes back as `Lost`.
@@ -142,10 +140,9 @@ class EvaluatorPool:
                 self._start(slot.share)
                 continue
             except RayTaskError as exc:
-                # evaluate_config catches the user's errors; what escapes is a TypeError naming the config.
-                if isinstance(exc.cause, TypeError):
-                    raise exc.cause from None
-                raise
+                self.idle.append(slot)  # the evaluator lives on; the driver decides what the failure means
+                finished.append((payload, Failed(exc.cause, exc)))
+                continue
             self.idle.append(slot)
             finished.append((payload, record))
         return finished
@@ -162,3 +159,15 @@ class EvaluatorPool:
         self.starting.clear()
         self.idle.clear()
         return pending
+
+
+def _start_error(name: str, exc: Exception) -> EvaluatorStartError:
+    """The evaluator's constructor failed: most often the evaluation (the model, eval_fn, calibration data) does not
+    unpickle in the evaluator's process, because a module it needs is not importable there."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    cause = lines[-1] if lines else type(exc).__name__
+    return EvaluatorStartError(
+        f"evaluator {name} failed to start: {cause}. If a module is missing there, make the code that defines the model "
+        "and eval function importable on every node (install it, or pass runtime_env={'working_dir': ...} or "
+        "'py_modules' to ray.init)"
+    )

@@ -16,21 +16,24 @@ _EXPORTS = {
     "Config": "space",
     "ConservativeStrategy": "strategies",
     "Evaluation": "records",
-    "ModelTuneResult": "model_tuner",
-    "HistoryError": "checkpoint",
-    "HistoryWarning": "checkpoint",
+    "EvaluatorStartError": "errors",
+    "ModelTuneResult": "pytorch.tune",
+    "HistoryError": "errors",
+    "HistoryWarning": "errors",
     "Op": "space",
     "Strategy": "strategies",
     "Trial": "records",
     "TuneResult": "records",
-    "TuningError": "run",
+    "RaytuneError": "errors",
+    "StrategyError": "errors",
+    "TuningError": "errors",
     "TuningSpace": "space",
     "Workers": "workers",
     "get_strategy": "strategies",
     "known_strategies": "strategies",
-    "load_history": "checkpoint",
+    "load_history": "history",
     "register_strategy": "strategies",
-    "tune": "model_tuner",
+    "tune": "pytorch.tune",
     "tune_space": "tuner",
 }
 __all__ = [
@@ -39,11 +42,14 @@ __all__ = [
     "Config",
     "ConservativeStrategy",
     "Evaluation",
+    "EvaluatorStartError",
     "HistoryError",
     "HistoryWarning",
     "ModelTuneResult",
     "Op",
+    "RaytuneError",
     "Strategy",
+    "StrategyError",
     "Trial",
     "TuneResult",
     "TuningError",
@@ -71,11 +77,11 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from .checkpoint import HistoryError, HistoryWarning, load_history
     from .criterion import AccuracyCriterion
-    from .model_tuner import ModelTuneResult, tune
+    from .errors import EvaluatorStartError, HistoryError, HistoryWarning, RaytuneError, StrategyError, TuningError
+    from .history import load_history
+    from .pytorch.tune import ModelTuneResult, tune
     from .records import Evaluation, Trial, TuneResult
-    from .run import TuningError
     from .space import Config, Op, TuningSpace
     from .strategies import (
         AutoMixedPrecisionStrategy,

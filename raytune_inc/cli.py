@@ -25,11 +25,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from .errors import CliError, RaytuneError
+
 EXIT_ERROR = 1
-
-
-class CliError(Exception):
-    """Bad input to the command line: printed as one line, exit status 1."""
 
 
 def import_object(spec: str, what: str) -> Any:
@@ -87,7 +85,7 @@ def _tune(args: argparse.Namespace) -> int:
 
         check_address(address)  # before the model is built and its baseline evaluated
     from .criterion import AccuracyCriterion
-    from .model_tuner import tune
+    from .pytorch.tune import tune
     from .workers import Workers
 
     model = _model(args.model)
@@ -194,12 +192,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from .checkpoint import HistoryError
-    from .run import TuningError
-
     try:
         return args.handler(args)
-    except (CliError, HistoryError, ConnectionError, TuningError) as exc:
+    except (RaytuneError, ConnectionError) as exc:
         message = str(exc).strip()
         print(f"raytune-inc {args.command}: error: {message}", file=sys.stderr)
         return EXIT_ERROR

@@ -9,6 +9,7 @@ Every executor, sequential or parallel, commits through this one object.
 from __future__ import annotations
 
 from .criterion import AccuracyCriterion
+from .errors import StrategyError
 from .records import Evaluation, Trial
 from .space import Config
 from .strategies import Candidate, Outcome, Plan
@@ -51,7 +52,10 @@ class CommittedPath:
             return
         if self._pending.config.is_all_fp32:
             stage = self._pending.stage
-            raise RuntimeError(f"strategy bug: it asked for the all-fp32 config (stage {stage!r}), which is never a candidate")
+            raise StrategyError(
+                f"the strategy asked for the all-fp32 config (stage {stage!r}), which is the baseline and never a candidate: "
+                "its plan must skip a candidate with no op below fp32"
+            )
 
     def next_trial(self) -> Candidate | None:
         """The candidate the strategy needs evaluated next, or None when the walk is over.

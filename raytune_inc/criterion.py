@@ -5,6 +5,10 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 CRITERIA = ("relative", "absolute")
 
@@ -47,12 +51,31 @@ class AccuracyCriterion:
         tolerance = self.tolerance(baseline)
         return baseline - tolerance if self.higher_is_better else baseline + tolerance
 
+    def loss(self, accuracy: float, baseline: float) -> float:
+        """How much worse than the baseline `accuracy` is (negative when it is better)."""
+        return baseline - accuracy if self.higher_is_better else accuracy - baseline
+
+    def accuracy_after(self, loss: float, baseline: float) -> float:
+        """The accuracy that is `loss` worse than the baseline (the inverse of `loss`)."""
+        return baseline - loss if self.higher_is_better else baseline + loss
+
+    def margin(self, accuracy: float, baseline: float) -> float:
+        """How far `accuracy` is on the good side of the goal: >= 0 iff it meets the goal."""
+        return self.tolerance(baseline) - self.loss(accuracy, baseline)
+
     def meets(self, accuracy: float | None, baseline: float) -> bool:
         if accuracy is None or math.isnan(accuracy):
             return False
-        if self.higher_is_better:
-            return accuracy >= baseline - self.tolerance(baseline)
-        return accuracy <= baseline + self.tolerance(baseline)
+        goal = self.goal(baseline)
+        return accuracy >= goal if self.higher_is_better else accuracy <= goal
+
+    def meets_array(self, accuracy: np.ndarray, baseline: float) -> np.ndarray:
+        """`meets` of each of `accuracy` (NaN for a failed evaluation, which never meets), as a bool array."""
+        import numpy as np
+
+        goal = self.goal(baseline)
+        with np.errstate(invalid="ignore"):
+            return accuracy >= goal if self.higher_is_better else accuracy <= goal
 
     def rank_key(self, accuracy: float | None) -> tuple[bool, float]:
         """Sort key putting the best accuracy first and errored (None or NaN) results last."""

@@ -1,9 +1,10 @@
-"""workers >= 1: the asyncio driver and its Ray evaluator pool.
+"""The asyncio driver: speculative dispatch, commits in strategy order, on any pool of evaluators. No Ray.
 
 The driver advances the committed path with real results only, in strategy order,
 and keeps every idle evaluator busy with the configs the speculation finds most
 likely to be asked for next. Every result is kept by config, so a speculative
-result is committed as soon as the strategy really asks for it.
+result is committed as soon as the strategy really asks for it. A `Pool` runs the
+evaluations: Ray's evaluator actors (`actors.pool`) or a virtual clock (`simulation`).
 """
 
 from __future__ import annotations
@@ -11,22 +12,36 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
-from collections.abc import Coroutine
-from typing import Any
-
-import ray
-
-from actors.pool import EvaluatorPool, Lost
+from collections.abc import Coroutine, Sized
+from typing import Any, Protocol
 
 from .committed_path import TIMEOUT
-from .history import HistoryRow
-from .ray_session import cpus_per_evaluator, ray_session
-from .records import CANCELLED, LOST, Evaluation
-from .run import BASELINE_STAGE, TuningError, TuningRun
+from .errors import TuningError
+from .history.table import HistoryRow
+from .records import BASELINE_STAGE, LOST, Evaluation, Failed, Lost
+from .run import TuningRun
 from .space import Config
 from .speculation import Frontier, PassModel, Speculator
 from .strategies import Candidate, Outcome
-from .workers import Workers
+
+
+class Pool(Protocol):
+    """Evaluators that run what the driver gives them; the pool has no policy of its own.
+
+    `idle`, `starting` and `in_flight` are collections whose sizes say how many evaluators are
+    waiting for work, starting, and running an evaluation.
+    """
+
+    idle: Sized
+    starting: Sized
+    in_flight: Sized
+
+    def submit(self, precisions: tuple[str, ...], payload: Any, task_name: str) -> str:
+        """Start evaluating the config of `precisions` on an idle evaluator; returns the evaluator's name."""
+
+    async def wait(self, timeout: float | None) -> list[tuple[Any, tuple | Lost | Failed]]:
+        """The evaluations that finished since the last call, each with its payload and its `Evaluation.record()`,
+        or `Lost` (its evaluator died) or `Failed` (its task failed outside the evaluation function)."""
 
 
 def run_coroutine(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -39,60 +54,14 @@ def run_coroutine(coro: Coroutine[Any, Any, Any]) -> Any:
         return pool.submit(asyncio.run, coro).result()
 
 
-class RayExecutor:
-    """Evaluates on Ray actors (one or more groups of `Workers`), speculatively, and commits in strategy order.
+class Driver:
+    """Drives `run` on `pool`: speculative dispatch, commits in strategy order.
 
-    `max_lost`: consecutive evaluator deaths, without a result in between, after which
-    the run gives up (default: twice the evaluators, at least 3).
+    `max_lost`: consecutive evaluations lost with their evaluator, without a result in between,
+    after which the run gives up.
     """
 
-    def __init__(self, groups: Workers | list[Workers], max_lost: int | None = None, start_timeout: float = 120.0):
-        self.groups = [groups] if isinstance(groups, Workers) else list(groups)
-        count = sum(g.count for g in self.groups)
-        self.max_lost = max_lost if max_lost is not None else max(3, 2 * count)
-        self.start_timeout = start_timeout
-
-    def shares(self) -> list[tuple[float, float]]:
-        """(num_cpus, num_gpus) of each evaluator, checked against the cluster."""
-        gpus = ray.cluster_resources().get("GPU", 0.0)
-        count = sum(g.count for g in self.groups)
-        shares = []
-        for g in self.groups:
-            if g.num_gpus > gpus:
-                raise ValueError(
-                    f"each evaluator asks for num_gpus={g.num_gpus}, but the Ray cluster has {gpus:g} GPUs"
-                    + (" (no CUDA device was found)" if not gpus else "")
-                )
-            shares += [(g.num_cpus if g.num_cpus is not None else cpus_per_evaluator(count), g.num_gpus)] * g.count
-        return shares
-
-    def run(self, run: TuningRun) -> None:
-        if run.baseline is not None and run.recorded:
-            run.start_path()
-            run.replay_recorded()  # resume: no Ray at all when the recorded results finish the path
-            run.save()
-            if run.path.done:
-                return
-        with ray_session(run.job_name):
-            run.monitor.attach_metrics(run.run_id)
-            pool = EvaluatorPool(run.space, run.evaluate, self.shares(), f"raytune-inc-{run.run_id[:8]}")
-            try:
-                run_coroutine(self._drive(run, pool))
-            finally:
-                run.monitor.finished()  # while Ray is up: its last metrics are exported as it shuts down
-
-    async def _drive(self, run: TuningRun, pool: EvaluatorPool) -> None:
-        try:
-            await pool.start(self.start_timeout)
-            await _Driver(run, pool, self.max_lost).drive()
-        finally:
-            now = time.time()
-            for row in pool.shutdown():
-                run.complete(row, Evaluation(row.config, None, CANCELLED, "cancelled: the run stopped", row.dispatched, now, row.worker))
-
-
-class _Driver:
-    def __init__(self, run: TuningRun, pool: EvaluatorPool, max_lost: int):
+    def __init__(self, run: TuningRun, pool: Pool, max_lost: int):
         self.run = run
         self.pool = pool
         self.max_lost = max_lost
@@ -117,8 +86,14 @@ class _Driver:
         row = self.run.dispatch(config, stage)
         row.worker = self.pool.submit(config.precisions, row, f"evaluate {stage} #{row.trial_id}")
 
-    def _finish(self, row: HistoryRow, record: Any) -> None:
+    def _finish(self, row: HistoryRow, record: tuple | Lost | Failed) -> None:
         run = self.run
+        if isinstance(record, Failed):
+            # The evaluation function's own errors are errored evaluations; what escapes evaluate_config is a
+            # TypeError naming the config (it returned something that is not an accuracy): the user's to fix.
+            if isinstance(record.cause, TypeError):
+                raise record.cause from None
+            raise record.error
         if isinstance(record, Lost):
             run.complete(row, Evaluation(row.config, None, LOST, record.error, row.dispatched, time.time(), record.worker, record.node))
             self.lost_in_a_row += 1
@@ -192,7 +167,7 @@ class _Driver:
             self._fill()
             run.monitor.pool(len(self.pool.in_flight), len(self.pool.idle))
             if not self.pool.in_flight and not self.pool.starting:
-                raise RuntimeError("driver stalled: nothing in flight and nothing to evaluate")
+                raise RuntimeError("driver stalled: nothing in flight and nothing to evaluate (a bug of raytune-inc)")
             wait = None if run.timeout == 0 else max(0.0, run.timeout - (time.monotonic() - run.started))
             for row, record in await self.pool.wait(timeout=None if wait is None else wait + 1e-3):
                 self._finish(row, record)

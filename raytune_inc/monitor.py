@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from .history import HistoryRow
+from .history.table import HistoryRow
 from .records import ERROR, LOST, OK
 
 PREFIX = "raytune_inc_"

@@ -1,18 +1,58 @@
-"""Records of a run: one evaluation, one committed trial, and the result."""
+"""Records of a run: one evaluation, one committed trial, and the result; and the words that describe them.
+
+- Status of an evaluation: `ok`, `error` (it raised or returned NaN), `cancelled` (in flight
+  when the run stopped), `lost` (its evaluator died; it is evaluated again).
+- `BASELINE_STAGE`: the stage of the all-fp32 evaluation; strategies name the other stages.
+- *Evaluated*: finished ok or error. *Wasted*: evaluated, not the baseline, never committed
+  (a speculative miss). The *result*: the last committed trial that meets the goal.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from .space import Config
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-# Statuses: evaluated, evaluation failed, cancelled when the run stopped, lost with its evaluator (re-run).
-OK, ERROR, CANCELLED, LOST = "ok", "error", "cancelled", "lost"
+
+class Status(StrEnum):
+    OK = "ok"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+    LOST = "lost"
+
+
+OK, ERROR, CANCELLED, LOST = Status.OK, Status.ERROR, Status.CANCELLED, Status.LOST
+EVALUATED = (OK, ERROR)  # the statuses of an evaluation that finished
+BASELINE_STAGE = "baseline"
+
+
+def is_wasted(status: str, stage: str, commit_seq: int | None) -> bool:
+    """An evaluation that finished (ok or error) but was never committed, other than the baseline: a speculative miss."""
+    return status in EVALUATED and stage != BASELINE_STAGE and commit_seq is None
+
+
+class _Judged(Protocol):
+    @property
+    def meets(self) -> bool | None: ...
+
+
+J = TypeVar("J", bound=_Judged)
+
+
+def result_of(committed: Iterable[J]) -> J | None:
+    """The result of a committed path, given in commit order: its last trial that meets the goal."""
+    result = None
+    for trial in committed:
+        if trial.meets:
+            result = trial
+    return result
 
 
 @dataclass(frozen=True)
@@ -40,6 +80,24 @@ class Evaluation:
     @classmethod
     def from_record(cls, config: Config, record: tuple) -> Evaluation:
         return cls(config, *record)
+
+
+@dataclass(frozen=True)
+class Lost:
+    """What comes back for an evaluation whose evaluator died while it held it (crash, OOM kill, node lost)."""
+
+    worker: str
+    error: str
+    node: str = ""  # the Ray node id the evaluator ran on
+
+
+@dataclass(frozen=True)
+class Failed:
+    """What comes back for an evaluation whose task failed outside the evaluation function's own errors
+    (those are errored evaluations): `cause` is the exception, `error` what the pool caught."""
+
+    cause: BaseException
+    error: BaseException
 
 
 @dataclass(frozen=True)

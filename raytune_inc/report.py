@@ -17,10 +17,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .checkpoint import criterion_from_fingerprint, read_history, space_from_fingerprint
 from .criterion import AccuracyCriterion
-from .records import CANCELLED, ERROR, LOST, OK
-from .run import BASELINE_STAGE
+from .history.files import read_history
+from .history.fingerprint import criterion_from_fingerprint, space_from_fingerprint
+from .records import BASELINE_STAGE, CANCELLED, ERROR, LOST, OK
 from .space import LOWER_PRECISIONS, PRECISION_CODES, PRECISIONS
 
 # Kinds of evaluation, each with its colour: the same in both pictures.

@@ -1,43 +1,33 @@
-"""One tuning run: its checked inputs, baseline, committed path and evaluations.
+"""One tuning run: the trial bookkeeping that every executor shares.
 
-Executors (sequential in-process, or Ray) drive a `TuningRun`: they decide where
-and when configs are evaluated; the run decides what is committed.
+Executors (sequential in-process, the asyncio driver on Ray or on a virtual clock) decide
+where and when configs are evaluated; the run gives each evaluation its history row and
+trial id, commits results on its committed path in the strategy's order, and hands what
+finished to its storage (in memory, or an Arrow checkpoint) and to its monitor.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 import time
 import uuid
 from collections.abc import Sequence
 from typing import Protocol
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from .checkpoint import HistoryStore, LoadedHistory, decode_configs, fingerprint
 from .committed_path import CommittedPath
 from .criterion import AccuracyCriterion
-from .evaluation import EvaluateFn, as_accuracy
-from .history import HistoryRow, finish_table, rows_table
+from .errors import TuningError
+from .evaluation import EvaluateFn, as_accuracy, evaluate_config
+from .history.fingerprint import fingerprint
+from .history.storage import MemoryStorage, RunInfo, Storage
+from .history.table import HistoryRow
 from .monitor import RunMonitor
-from .records import ERROR, OK, Evaluation, Trial, TuneResult
-from .space import Config, TuningSpace, check_precisions
-from .strategies import Strategy, get_strategy
-
-BASELINE_STAGE = "baseline"
-
-
-class TuningError(RuntimeError):
-    """The run cannot go on (e.g. the baseline evaluation failed); the message says why.
-
-    `result` holds what was committed before it stopped, where there was a path.
-    """
-
-    def __init__(self, message: str, result: TuneResult | None = None):
-        super().__init__(message)
-        self.result = result
+from .records import BASELINE_STAGE, Evaluation, Trial, TuneResult
+from .settings import RunSettings
+from .space import Config
+from .strategies import Strategy
 
 
 class Executor(Protocol):
@@ -45,16 +35,12 @@ class Executor(Protocol):
         """Evaluate the baseline if the run has none, then walk `run.start_path()` to its end."""
 
 
-def _check_count(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-    return int(value)
-
-
 class TuningRun:
+    """A run's rows, its committed path and its result; the inputs are checked by `RunSettings`."""
+
     def __init__(
         self,
-        space: TuningSpace,
+        space,
         evaluate: EvaluateFn,
         strategy: str | Strategy,
         accuracy: AccuracyCriterion | None,
@@ -63,33 +49,18 @@ class TuningRun:
         timeout: float,
         baseline: float | None,
     ):
-        if not isinstance(space, TuningSpace):
-            raise TypeError(f"space must be a TuningSpace, got {type(space).__name__}")
         if not callable(evaluate):
             raise TypeError(f"evaluate must be callable (config dict -> accuracy), got {type(evaluate).__name__}")
-        if accuracy is None:
-            accuracy = AccuracyCriterion()
-        if not isinstance(accuracy, AccuracyCriterion):
-            raise TypeError(f"accuracy must be an AccuracyCriterion, got {type(accuracy).__name__}")
-        self.precisions = check_precisions(precisions, "precisions")
-        if not any(p != "fp32" for p in self.precisions):
-            raise ValueError("precisions must name at least one of bf16, fp16, int8")
-        self.strategy = get_strategy(strategy)
-        self.strategy.check(space, self.precisions)
-        self.max_trials = _check_count("max_trials", max_trials)
-        if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not timeout >= 0:
-            raise ValueError(f"timeout must be a number of seconds >= 0 (0: none), got {timeout!r}")
-        if baseline is not None:
-            if isinstance(baseline, bool) or not isinstance(baseline, numbers.Real) or not math.isfinite(baseline):
-                raise ValueError(f"baseline must be a finite number or None (evaluate the all-fp32 config), got {baseline!r}")
-            baseline = float(baseline)
-
-        self.space = space
+        self.settings = settings = RunSettings.checked(space, strategy, accuracy, precisions, max_trials, timeout, baseline)
+        self.space = settings.space
+        self.strategy = settings.strategy
+        self.criterion = settings.criterion
+        self.precisions = settings.precisions
+        self.max_trials = settings.max_trials
+        self.timeout = settings.timeout
         self.evaluate = evaluate
-        self.criterion = accuracy
-        self.timeout = float(timeout)
-        self.baseline: float | None = baseline
-        self.fingerprint = fingerprint(space, self.strategy, accuracy, self.precisions, baseline)
+        self.baseline: float | None = settings.baseline
+        self.fingerprint = fingerprint(self.space, self.strategy, self.criterion, self.precisions, settings.baseline)
         self.run_id = uuid.uuid4().hex
         self.started = time.monotonic()
         self.rows: list[HistoryRow] = []  # this session's evaluations, in dispatch order
@@ -98,42 +69,32 @@ class TuningRun:
         self._next_trial_id = 0
         # Resume: the results recorded by earlier sessions (ok and error, baseline excluded), by config.
         self.recorded: dict[Config, HistoryRow] = {}
-        self._loaded: LoadedHistory | None = None
-        # Checkpoint: completed rows and commits not yet on disk.
-        self.store: HistoryStore | None = None
-        self._unsaved: list[HistoryRow] = []
-        self._unsaved_commits: list[tuple[int, int]] = []
+        self.storage: Storage = MemoryStorage()
+        self.storage.open(self._info())
+        self._unsaved: list[HistoryRow] = []  # completed rows not yet in the storage
+        self._unsaved_commits: list[tuple[int, int]] = []  # commits of rows already in it
         self.monitor = RunMonitor(self.strategy.name)  # metrics and progress line
+
+    def _info(self) -> RunInfo:
+        return RunInfo(self.run_id, self.strategy.name, self.criterion, self.space, self.fingerprint)
 
     @property
     def job_name(self) -> str:
         """What the run is called in Ray (job metadata, evaluator names)."""
         return f"raytune-inc {self.strategy.name} {self.run_id[:8]}"
 
-    def restore(self, loaded: LoadedHistory) -> None:
-        """Take the results of an earlier session of this run: they are committed, never evaluated again."""
-        self._loaded = loaded
-        self.run_id = loaded.run_id
-        table = loaded.table
-        if table.num_rows:
-            self._next_trial_id = int(pc.max(table["trial_id"]).as_py()) + 1
+    def use_storage(self, storage: Storage) -> None:
+        """Keep the rows in `storage` from now on, and take the results an earlier session of this run recorded there:
+        they are committed, never evaluated again."""
+        recorded = storage.open(self._info())
+        self.storage = storage
+        if recorded is None:
+            return
+        self.run_id = recorded.run_id
+        self._next_trial_id = recorded.next_trial_id
         if self.baseline is None:
-            self.baseline = loaded.baseline()  # a recorded baseline that failed is evaluated again
-        results = table.filter(pc.and_(pc.is_in(table["status"], pa.array([OK, ERROR])), pc.not_equal(table["stage"], BASELINE_STAGE)))
-        configs = decode_configs(self.space, results["config"])
-        names = ("trial_id", "commit_seq", "stage", "status", "accuracy", "error", "worker", "node", "device")
-        columns = {name: results[name].to_pylist() for name in names}
-        starts = pc.divide(pc.cast(results["start_time"], pa.int64()), 1e6).to_pylist()
-        ends = pc.divide(pc.cast(results["end_time"], pa.int64()), 1e6).to_pylist()
-        for i, config in enumerate(configs):
-            if config in self.recorded:
-                continue
-            c = {name: values[i] for name, values in columns.items()}
-            evaluation = Evaluation(config, c["accuracy"], c["status"], c["error"], starts[i], ends[i], c["worker"], c["node"], c["device"])
-            row = HistoryRow(c["trial_id"], config, c["stage"], starts[i], c["worker"], evaluation, c["commit_seq"], saved=True)
-            if row.commit_seq is None:
-                row.commit_seq = loaded.commits.get(row.trial_id)
-            self.recorded[config] = row
+            self.baseline = recorded.baseline  # a recorded baseline that failed is evaluated again
+        self.recorded = recorded.results
 
     def expired(self) -> bool:
         return self.timeout > 0 and time.monotonic() - self.started >= self.timeout
@@ -149,21 +110,26 @@ class TuningRun:
 
     def complete(self, row: HistoryRow, evaluation: Evaluation) -> HistoryRow:
         row.evaluation = evaluation
-        if self.store is not None:
-            self._unsaved.append(row)
+        self._unsaved.append(row)
         self.monitor.completed(row, row.stage == BASELINE_STAGE)
         return row
 
     def save(self) -> None:
-        """Write the rows completed and the commits made since the last save to the checkpoint (if any), durably."""
-        if self.store is None or not (self._unsaved or self._unsaved_commits):
+        """Hand the rows completed and the commits made since the last save to the storage (durably, for a checkpoint)."""
+        if not (self._unsaved or self._unsaved_commits):
             return
-        table = rows_table(self.run_id, self.strategy.name, self._unsaved, self.criterion, self.baseline) if self._unsaved else None
-        self.store.append(table, self._unsaved_commits)
+        self.storage.append(self._unsaved, self._unsaved_commits, self.baseline)
         for row in self._unsaved:
             row.saved = True
-        self._unsaved.clear()
-        self._unsaved_commits.clear()
+        self._unsaved = []
+        self._unsaved_commits = []
+
+    def evaluate_baseline(self, device: str | None = None) -> None:
+        """Evaluate the all-fp32 config here, in this process, and take it as the baseline (a failed one stops the run)."""
+        row = self.dispatch(self.space.all_fp32(), BASELINE_STAGE)
+        self.complete(row, evaluate_config(self.evaluate, row.config, device=device))
+        self.save()
+        self.set_baseline(row.evaluation)
 
     def set_baseline(self, evaluation: Evaluation) -> None:
         """Take the all-fp32 evaluation as the baseline; a failed one stops the run."""
@@ -192,20 +158,15 @@ class TuningRun:
         """Commit a completed evaluation as the next trial of the path."""
         trial = self.path.commit(row.evaluation)
         if row.saved and row.commit_seq != trial.seq:
-            self._unsaved_commits.append((row.trial_id, trial.seq))  # the row is on disk already
+            self._unsaved_commits.append((row.trial_id, trial.seq))  # the row is in the storage already
         row.commit_seq = trial.seq
         self.monitor.committed_trial(row, self.path.result_accuracy)
         return trial
 
     def history(self) -> pa.Table:
         """Every evaluation of the run, earlier sessions' included: the table `load_history` gives for its checkpoint."""
-        table = rows_table(self.run_id, self.strategy.name, self.rows, self.criterion, self.baseline)
-        commits: dict[int, int] = {}
-        if self._loaded is not None:
-            table = pa.concat_tables([self._loaded.table, table])
-            commits = dict(self._loaded.commits)
-            commits.update((r.trial_id, r.commit_seq) for r in self.recorded.values() if r.commit_seq is not None)
-        return finish_table(table, commits, self.criterion, self.baseline)
+        self.save()
+        return self.storage.table(self.baseline)
 
     def result(self) -> TuneResult:
         path = self.path

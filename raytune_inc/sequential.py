@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from .committed_path import TIMEOUT
 from .evaluation import evaluate_config
-from .run import BASELINE_STAGE, TuningRun
+from .run import TuningRun
 
 
 class SequentialExecutor:
     def run(self, run: TuningRun) -> None:
         if run.baseline is None:
-            row = run.dispatch(run.space.all_fp32(), BASELINE_STAGE)
-            run.complete(row, evaluate_config(run.evaluate, row.config))
-            run.save()
-            run.set_baseline(row.evaluation)
+            run.evaluate_baseline()
         path = run.start_path()
         while (candidate := path.next_trial()) is not None:
             row = run.recorded.get(candidate.config)  # resume: a result recorded earlier is not evaluated again

@@ -14,14 +14,14 @@ import itertools
 from collections import deque
 from typing import Any
 
-from .driver import _Driver
+from .driver import Driver
 from .evaluation import evaluate_config
 from .run import TuningRun
 from .space import Config
 
 
 class VirtualPool:
-    """The EvaluatorPool interface on a virtual clock: each evaluation takes `cost` time units."""
+    """A `Pool` on a virtual clock: each evaluation takes `cost` time units, evaluated in this process when it ends."""
 
     def __init__(self, run: TuningRun, size: int, cost: float = 1.0):
         self.run = run
@@ -51,5 +51,5 @@ class VirtualPool:
 def simulate(run: TuningRun, workers: int) -> float:
     """Drive `run` on `workers` virtual evaluators; returns the virtual time it took."""
     pool = VirtualPool(run, workers)
-    asyncio.run(_Driver(run, pool, max_lost=3).drive())
+    asyncio.run(Driver(run, pool, max_lost=3).drive())
     return pool.now

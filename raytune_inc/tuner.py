@@ -6,9 +6,9 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .checkpoint import HistoryStore
 from .criterion import AccuracyCriterion
 from .evaluation import EvaluateFn
+from .history.storage import ArrowStorage
 from .records import TuneResult
 from .run import Executor, TuningRun
 from .sequential import SequentialExecutor
@@ -21,7 +21,7 @@ def make_executor(workers: WorkersSpec) -> Executor:
     groups = worker_groups(workers)
     if not groups:
         return SequentialExecutor()
-    from .driver import RayExecutor  # Ray is imported only when it is used
+    from .ray_executor import RayExecutor  # Ray is imported only when it is used
 
     return RayExecutor(groups)
 
@@ -77,30 +77,18 @@ def execute(
         raise ValueError(f"resume must be True or False, got {resume!r}")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=DIR, the directory of the history to resume")
-    if checkpoint is None:
-        if prepare is not None:
-            prepare(run)
-        _run(executor, run)
-        return run.result()
-    if not isinstance(checkpoint, str | os.PathLike):
-        raise TypeError(f"checkpoint must be a directory path (str or os.PathLike), got {type(checkpoint).__name__}")
-    run.store, loaded = HistoryStore.open(checkpoint, run.run_id, run.fingerprint, resume)
+    if checkpoint is not None:
+        run.use_storage(ArrowStorage(checkpoint, resume))
     try:
-        if loaded is not None:
-            run.restore(loaded)
         if prepare is not None:
             prepare(run)
-        _run(executor, run)
+        try:
+            executor.run(run)
+        finally:
+            run.monitor.finished()
     finally:
         try:
             run.save()  # what finished last (cancelled evaluations included), also when the run failed
         finally:
-            run.store.close()
+            run.storage.close()
     return run.result()
-
-
-def _run(executor: Executor, run: TuningRun) -> None:
-    try:
-        executor.run(run)
-    finally:
-        run.monitor.finished()

@@ -19,7 +19,8 @@ import time
 
 import pyarrow as pa
 
-from raytune_inc import checkpoint, tune_space
+from raytune_inc import tune_space
+from raytune_inc.history import files, store
 from raytune_inc.synthetic import AdditiveLossEvaluation, random_space
 
 
@@ -44,7 +45,7 @@ def problem(ops: int, seed: int):
 
 def kill_on_save(after: int | None, mid: int | None) -> None:
     """Make the K-th append to the history SIGKILL this process, after it or halfway through it."""
-    append = checkpoint._Stream.append
+    append = store._Stream.append
     count = 0
 
     def patched(self, table: pa.Table) -> None:
@@ -56,7 +57,7 @@ def kill_on_save(after: int | None, mid: int | None) -> None:
                 writer.write_table(table)
             # The batch message alone (the schema is already in the file), cut in half.
             data = sink.getvalue().to_pybytes()
-            header = len(checkpoint._stream_header(table.schema)) if self.file.tell() else 0
+            header = len(files._stream_header(table.schema)) if self.file.tell() else 0
             body = data[header:-8]
             self.file.write((data[:header] + body)[: header + len(body) // 2])
             self.file.flush()
@@ -65,7 +66,7 @@ def kill_on_save(after: int | None, mid: int | None) -> None:
         if count == after:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    checkpoint._Stream.append = patched
+    store._Stream.append = patched
 
 
 def main() -> None:

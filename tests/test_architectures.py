@@ -13,8 +13,10 @@ from torch import nn
 
 from raytune_inc import AccuracyCriterion, tune
 from raytune_inc.examples.digits import DigitsCNN
-from raytune_inc.model_tuner import model_digest
-from raytune_inc.torch_backend import apply_config, calibrate, discover_ops
+from raytune_inc.pytorch.calibration import calibrate
+from raytune_inc.pytorch.digest import model_digest
+from raytune_inc.pytorch.evaluation import apply_config
+from raytune_inc.pytorch.ops import discover_ops
 
 INT8_KINDS = ("Linear", "Conv1d", "Conv2d", "Conv1D", "Embedding")
 
@@ -99,14 +101,14 @@ def test_gpt2_projections_go_to_int8_as_linears_with_transposed_weights():
     conv1d = [op.name for op in space if op.type == "Conv1D"]
     assert len(conv1d) == 8 and all("int8" in op.precisions for op in space if op.type == "Conv1D")
     calib = calibrate(model, case.calib, space.names)
-    assert set(conv1d) <= set(calib.absmax)  # their activations are calibrated like a Linear's
+    assert set(conv1d) <= set(calib.stats)  # their activations are calibrated like a Linear's
     lowered = apply_config(model, dict.fromkeys(conv1d, "int8"), calib)
     for name in conv1d:
         module = lowered.get_submodule(name)
         assert isinstance(module, nn.Linear) and type(module.weight).__name__ == "Int8Tensor"
         assert module.weight.shape == model.get_submodule(name).weight.shape[::-1]
     # The same layer, as a Linear on the transposed weight, computes what Conv1D computes.
-    from raytune_inc.torch_backend import as_linear
+    from raytune_inc.pytorch.modules import as_linear
 
     c_fc = model.transformer.h[0].mlp.c_fc
     x = torch.randn(3, 5, 32)
@@ -204,7 +206,7 @@ def _fidelity(model):
 
 
 def test_models_that_are_not_plain_fp32_modules_are_refused_before_any_ray_work(monkeypatch):
-    import raytune_inc.driver as driver
+    import raytune_inc.ray_executor as driver
 
     monkeypatch.setattr(driver, "ray_session", lambda *args, **kwargs: pytest.fail("Ray was started"))
     model = _Forward().eval()

@@ -20,8 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from raytune_inc import AccuracyCriterion, ConservativeStrategy, HistoryError, HistoryWarning, load_history, tune_space
-from raytune_inc.checkpoint import RUN_FILE, HistoryStore, read_history
-from raytune_inc.history import SCHEMA
+from raytune_inc.history.files import RUN_FILE, read_history
+from raytune_inc.history.store import HistoryStore
+from raytune_inc.history.table import SCHEMA
 from raytune_inc.synthetic import AdditiveLossEvaluation, random_space
 
 TESTS = Path(__file__).parent
@@ -126,7 +127,7 @@ def test_resume_of_a_finished_run_evaluates_nothing(finished, space):
 
 def test_resume_of_a_finished_run_starts_no_ray(finished, space, monkeypatch):
     res, directory = finished
-    import raytune_inc.driver as driver
+    import raytune_inc.ray_executor as driver
 
     def no_ray():
         raise AssertionError("Ray started although every result was recorded")
@@ -364,8 +365,8 @@ def test_a_crafted_history_cannot_run_code_when_loaded(finished, tmp_path):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert "not a raytune-inc history file" in out.stdout, out.stderr[-2000:]
     assert not marker.exists(), "loading a crafted history ran code"
-    source = (Path(__file__).parents[1] / "raytune_inc" / "checkpoint.py").read_text()
-    assert "pickle" not in source.replace("pickled", "")
+    for source in (Path(__file__).parents[1] / "raytune_inc" / "history").glob("*.py"):
+        assert "pickle" not in source.read_text().replace("pickled", ""), source
 
 
 # ---------------------------------------------------------------- with Ray, and SIGKILL

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from raytune_inc import AccuracyCriterion
+from raytune_inc import AccuracyCriterion, tune
 from raytune_inc.examples.encoder import SENTENCES, EmbeddingFidelity, calibration_batches, pretrained_model, tokenize
-from raytune_inc.model_tuner import tune
-from raytune_inc.torch_backend import discover_ops
+from raytune_inc.pytorch.ops import discover_ops
 
 LAYER_LINEARS = (
     "attention.self.query",

@@ -16,8 +16,9 @@ import pyarrow.compute as pc
 import pytest
 
 from raytune_inc import AccuracyCriterion, HistoryError, Op, TuningError, TuningSpace, load_history, tune_space
-from raytune_inc.checkpoint import HistoryStore, fingerprint
-from raytune_inc.history import HistoryRow, rows_table
+from raytune_inc.history.fingerprint import fingerprint
+from raytune_inc.history.store import HistoryStore
+from raytune_inc.history.table import HistoryRow, rows_table
 from raytune_inc.records import LOST, OK, Evaluation
 from raytune_inc.report import COLOURS, MEETS, WASTED, history_summary, write_report
 from raytune_inc.strategies import get_strategy

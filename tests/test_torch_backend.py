@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from raytune_inc import TuningError
-from raytune_inc.model_tuner import tune
-from raytune_inc.torch_backend import ModelEvaluation, apply_config, calibrate, discover_ops
+from raytune_inc import TuningError, tune
+from raytune_inc.pytorch.calibration import calibrate
+from raytune_inc.pytorch.evaluation import ModelEvaluation, apply_config
+from raytune_inc.pytorch.ops import discover_ops
 
 
 class Net(nn.Module):
@@ -49,9 +50,9 @@ def agreement(model_ref, x):
 
 def test_tune_is_the_package_s_model_level_entry_point():
     import raytune_inc
-    from raytune_inc import model_tuner
+    from raytune_inc.pytorch import tune
 
-    assert raytune_inc.tune is model_tuner.tune and raytune_inc.ModelTuneResult is model_tuner.ModelTuneResult
+    assert raytune_inc.tune is tune.tune and raytune_inc.ModelTuneResult is tune.ModelTuneResult
 
 
 def test_ops_are_found_in_model_order_with_their_precisions(net):
@@ -117,7 +118,7 @@ def test_calibration_runs_once_per_process(net, data):
             calls.append(threading.get_ident())
             return super().__iter__()
 
-    evaluation = ModelEvaluation(net, agreement(net, data), Counting([data[:32]]), discover_ops(net))
+    evaluation = ModelEvaluation(net, agreement(net, data), Counting([data[:32]]), discover_ops(net), ("int8", "bf16"))
     for precision in ("int8", "bf16", "int8"):
         evaluation({"conv": precision, "body.1": "fp32", "body.2": "fp32", "head": precision})
     assert len(calls) == 1
@@ -140,7 +141,7 @@ def test_without_int8_no_calibration_data_is_needed(net, data):
 
 
 def test_bad_input_fails_before_any_evaluator_starts(net, data, monkeypatch):
-    import raytune_inc.driver as driver
+    import raytune_inc.ray_executor as driver
 
     monkeypatch.setattr(driver, "ray_session", lambda *args, **kwargs: pytest.fail("Ray was started"))
 
@@ -248,7 +249,7 @@ def test_a_trials_model_is_freed_when_the_trial_ends(net, data):
     import gc
     import weakref
 
-    evaluation = ModelEvaluation(net, agreement(net, data), [data[:8]], discover_ops(net))
+    evaluation = ModelEvaluation(net, agreement(net, data), [data[:8]], discover_ops(net), ("int8", "bf16"))
     seen = []
 
     def eval_fn(model):
@@ -290,8 +291,8 @@ def test_token_inputs_embeddings_and_3d_linears_take_their_precisions():
         ("proj", ("bf16", "fp16", "int8")),
         ("norm", ("bf16", "fp16")),
     ]
-    calibration = calibrate(model, [batch], space.names)
-    assert calibration.ndim == {"proj": 3}
+    calibration = calibrate(model, [batch], ["proj"])
+    assert {name: stats.ndim for name, stats in calibration.stats.items()} == {"proj": 3}
     lowered = apply_config(model, {"embed": "fp16", "proj": "int8", "norm": "bf16"}, calibration)
     assert type(lowered.proj.weight).__name__ == "Int8Tensor"
     with torch.no_grad():

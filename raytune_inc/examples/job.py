@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 import torch
 
 from ..criterion import AccuracyCriterion
-from ..model_tuner import ModelTuneResult, tune
+from ..pytorch.tune import ModelTuneResult, tune
 
 
 def job_arguments(description: str, name: str) -> argparse.Namespace:

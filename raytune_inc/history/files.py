@@ -1,4 +1,4 @@
-"""Crash-safe Arrow checkpoints of a run's history, loading them, and what resume needs.
+"""A checkpoint directory's files, and reading them back (writing them: `store.py`).
 
 A checkpoint directory holds:
 
@@ -19,28 +19,23 @@ included) before any value is read, so a crafted file cannot run code.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import math
 import os
-import platform
 import re
-import time
 import warnings
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .criterion import AccuracyCriterion
-from .history import SCHEMA, finish_table
-from .records import ERROR, OK
-from .space import PRECISION_CODES, PRECISIONS, Config, Op, TuningSpace
+from ..errors import HistoryError, HistoryWarning
+from ..records import BASELINE_STAGE, OK, Status
+from ..space import PRECISION_CODES, PRECISIONS, Config, TuningSpace
+from .fingerprint import criterion_from_fingerprint, space_from_fingerprint
+from .table import SCHEMA, finish_table
 
 FORMAT = 1
 RUN_FILE = "run.arrow"
@@ -56,88 +51,6 @@ RUN_SCHEMA = pa.schema(
 COMMIT_SCHEMA = pa.schema([("trial_id", pa.int64()), ("commit_seq", pa.int64())], metadata={b"raytune_inc": b"commits"})
 EVALUATION_SCHEMA = SCHEMA.with_metadata({b"raytune_inc": b"evaluations"})
 _SCHEMAS = {EVALUATIONS: EVALUATION_SCHEMA, COMMITS: COMMIT_SCHEMA}
-
-# Fingerprint entries that are recorded but do not have to match on resume.
-NOT_COMPARED = ("environment",)
-
-
-class HistoryError(ValueError):
-    """A checkpoint directory that cannot be used: none there, not a history of ours, or of another run."""
-
-
-class HistoryWarning(UserWarning):
-    """Something in a history was dropped on load (a torn last record); the message says what was kept."""
-
-
-def library_version() -> str:
-    try:
-        return metadata.version("raytune-inc")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def fingerprint(
-    space: TuningSpace, strategy: Any, criterion: AccuracyCriterion, precisions: tuple[str, ...], baseline: float | None
-) -> dict:
-    """What a resumed run must share with the run that wrote the history (see NOT_COMPARED)."""
-
-    def versions(*names: str) -> dict[str, str]:
-        out = {}
-        for name in names:
-            with contextlib.suppress(metadata.PackageNotFoundError):
-                out[name] = metadata.version(name)
-        return out
-
-    return {
-        "space": [[op.name, op.type, list(op.precisions)] for op in space],
-        "strategy": strategy.name,
-        "strategy_options": strategy.options(),
-        "tolerable_loss": criterion.tolerable_loss,
-        "criterion": criterion.criterion,
-        "higher_is_better": criterion.higher_is_better,
-        "precisions": list(precisions),
-        "baseline": baseline,
-        "raytune_inc": library_version(),
-        "environment": {"python": platform.python_version(), **versions("pyarrow", "numpy", "ray", "torch", "torchao")},
-    }
-
-
-def fingerprint_differences(recorded: dict, asked: dict) -> list[str]:
-    """What differs between two fingerprints, one line each: 'name recorded != asked'."""
-    out = []
-    for name in sorted(set(recorded) | set(asked)):
-        if name in NOT_COMPARED:
-            continue
-        a, b = recorded.get(name), asked.get(name)
-        if a == b:
-            continue
-        if name == "space" and isinstance(a, list) and isinstance(b, list):
-            if len(a) != len(b):
-                out.append(f"space: {len(a)} ops != {len(b)} ops")
-            else:
-                i = next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
-                out.append(f"space: op #{i} {_op_text(a[i])} != {_op_text(b[i])}")
-        else:
-            out.append(f"{name} {json.dumps(a)} != {json.dumps(b)}")
-    return out
-
-
-def _op_text(op: Any) -> str:
-    with contextlib.suppress(TypeError, ValueError):
-        name, op_type, precisions = op
-        return f"{name!r} ({op_type}: {', '.join(precisions)})"
-    return repr(op)
-
-
-def space_from_fingerprint(fp: dict) -> TuningSpace:
-    return TuningSpace(Op(name, op_type, tuple(precisions)) for name, op_type, precisions in fp["space"])
-
-
-def criterion_from_fingerprint(fp: dict) -> AccuracyCriterion:
-    return AccuracyCriterion(fp["tolerable_loss"], fp["criterion"], fp["higher_is_better"])
-
-
-# ------------------------------------------------------------------ reading
 
 
 @dataclass
@@ -166,7 +79,7 @@ class LoadedHistory:
         if self.fingerprint["baseline"] is not None:
             return float(self.fingerprint["baseline"])
         table = self.table
-        ok = table.filter(pc.and_(pc.equal(table["stage"], "baseline"), pc.equal(table["status"], OK)))
+        ok = table.filter(pc.and_(pc.equal(table["stage"], BASELINE_STAGE), pc.equal(table["status"], OK)))
         return ok["accuracy"][0].as_py() if ok.num_rows else None
 
     def finished_table(self) -> pa.Table:
@@ -271,7 +184,7 @@ def read_history(directory: str | os.PathLike) -> LoadedHistory:
     if table["trial_id"].null_count or len(pc.unique(table["trial_id"])) != table.num_rows:
         raise _not_ours(directory, "trial ids are missing or repeated")
     statuses = set(pc.unique(table["status"]).to_pylist())
-    if unknown := statuses - {OK, ERROR, "cancelled", "lost"}:
+    if unknown := statuses - set(Status):
         raise _not_ours(directory, f"unknown statuses {sorted(map(str, unknown))}")
     commits = dict(zip(commits_table["trial_id"].to_pylist(), commits_table["commit_seq"].to_pylist(), strict=True))
     torn = [s for ss in read.values() for s in ss if s.torn_at is not None]
@@ -319,117 +232,3 @@ def decode_configs(space: TuningSpace, keys: pa.ChunkedArray | pa.Array) -> list
         row, col = (int(x[0]) for x in np.nonzero(~ok))
         raise HistoryError(f"recorded config {keys[row].as_py()!r:.60}: op {space.ops[col].name!r} cannot be at the precision it names")
     return [Config._of_key(space, key) for key in keys.to_pylist()]
-
-
-# ------------------------------------------------------------------ writing
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class _Stream:
-    """One append-only Arrow stream file: every append is written and fsync'ed before it returns."""
-
-    def __init__(self, path: Path, schema: pa.Schema):
-        self.file = open(path, "xb")  # noqa: SIM115 - closed in close()
-        _fsync_dir(path.parent)
-        self.writer = pa.ipc.new_stream(self.file, schema)
-
-    def append(self, table: pa.Table) -> None:
-        for batch in table.to_batches():
-            self.writer.write_batch(batch)
-        self.file.flush()
-        os.fsync(self.file.fileno())
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError, pa.ArrowException):
-            self.writer.close()
-        self.file.close()
-
-
-class HistoryStore:
-    """The writer of one session of a checkpoint directory; holds the directory's lock while open."""
-
-    def __init__(self, directory: Path, session: int, lock: int):
-        self.directory = directory
-        self.session = session
-        self._lock = lock
-        self._streams: dict[str, _Stream] = {}
-
-    @classmethod
-    def open(cls, directory: str | os.PathLike, run_id: str, fp: dict, resume: bool) -> tuple[HistoryStore, LoadedHistory | None]:
-        """Lock `directory` for a run; with `resume`, load the history there (if any) and check it is of this run.
-
-        Returns the store and the loaded history (None for a new one). Raises HistoryError
-        when the directory has a history and `resume` is false, when that history is not
-        ours or its fingerprint differs, and when another run holds the directory.
-        """
-        directory = Path(directory)
-        if directory.exists() and not directory.is_dir():
-            raise HistoryError(f"checkpoint {directory} is a file, not a directory")
-        directory.mkdir(parents=True, exist_ok=True)
-        lock = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise HistoryError(f"checkpoint {directory} is in use by another run (its lock file is held)") from None
-            loaded = None
-            if (directory / RUN_FILE).exists() or any(_segments(directory).values()):
-                if not resume:
-                    raise HistoryError(
-                        f"checkpoint {directory} already holds a history: pass resume=True to go on with it, or give another directory"
-                    )
-                loaded = read_history(directory)
-                if diff := fingerprint_differences(loaded.fingerprint, fp):
-                    raise HistoryError(f"the history in {directory} is of a different run; recorded != asked: " + "; ".join(diff))
-                for s in loaded.torn:  # keep the warning once: the next load finds the file whole
-                    os.truncate(s.path, s.torn_at)
-            else:
-                _write_run_record(directory, run_id, fp)
-            return cls(directory, loaded.sessions if loaded else 0, lock), loaded
-        except BaseException:
-            os.close(lock)
-            raise
-
-    def _stream(self, kind: str) -> _Stream:
-        if kind not in self._streams:
-            self._streams[kind] = _Stream(self.directory / f"{kind}-{self.session:04d}.arrows", _SCHEMAS[kind])
-        return self._streams[kind]
-
-    def append(self, rows: pa.Table | None, commits: list[tuple[int, int]]) -> None:
-        """Write rows (of SCHEMA) and commits (trial id, commit seq) durably."""
-        if rows is not None and rows.num_rows:
-            self._stream(EVALUATIONS).append(rows.replace_schema_metadata(EVALUATION_SCHEMA.metadata))
-        if commits:
-            trial_ids, seqs = zip(*commits, strict=True)
-            self._stream(COMMITS).append(pa.table({"trial_id": trial_ids, "commit_seq": seqs}, schema=COMMIT_SCHEMA))
-
-    def close(self) -> None:
-        for stream in self._streams.values():
-            stream.close()
-        self._streams.clear()
-        if self._lock >= 0:
-            os.close(self._lock)  # releases the flock
-            self._lock = -1
-
-
-def _write_run_record(directory: Path, run_id: str, fp: dict) -> None:
-    """Write run.arrow atomically: a temporary file, fsync'ed, renamed into place."""
-    table = pa.table(
-        {"format": [FORMAT], "run_id": [run_id], "created": [int(time.time() * 1e6)], "fingerprint": [json.dumps(fp)]},
-        schema=RUN_SCHEMA,
-    )
-    tmp = directory / f".{RUN_FILE}.tmp"
-    with open(tmp, "wb") as f:
-        with pa.ipc.new_file(f, RUN_SCHEMA) as writer:
-            writer.write_table(table)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, directory / RUN_FILE)
-    _fsync_dir(directory)

@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from .criterion import AccuracyCriterion
-from .evaluation import evaluate_config
-from .records import TuneResult
-from .run import BASELINE_STAGE, TuningRun
-from .space import check_precisions
-from .strategies import Strategy
-from .torch_backend import ModelEvaluation, discover_ops, model_device, torchao_config
-from .tuner import execute
-from .workers import WorkersSpec, worker_groups
+from ..criterion import AccuracyCriterion
+from ..records import TuneResult
+from ..run import TuningRun
+from ..space import check_precisions
+from ..strategies import Strategy
+from ..tuner import execute
+from ..versions import package_version
+from ..workers import WorkersSpec, worker_groups
+from .digest import model_digest
+from .evaluation import ModelEvaluation
+from .modules import model_device
+from .ops import discover_ops
+from .precisions import torchao_config
 
 
 @dataclass(frozen=True)
@@ -31,51 +33,6 @@ class ModelTuneResult(TuneResult):
 
     model: nn.Module | None = None
     torchao_config: Any = None
-
-
-def tensor_chunks(tensor: torch.Tensor) -> Iterator[bytes]:
-    """The bytes that identify a tensor: its kind, dtype and shape, then its values, for any tensor.
-
-    0-dim tensors (BatchNorm's `num_batches_tracked`), bool, complex, quantized, sparse,
-    non-contiguous and tensor subclasses (torchao's int8 weights) included, on any device; a meta
-    tensor has no values, so only its kind, dtype and shape count.
-    """
-    from torch.utils._python_dispatch import is_traceable_wrapper_subclass
-
-    t = tensor.detach()
-    yield f"{type(t).__name__}|{t.dtype}|{tuple(t.shape)}|".encode()
-    if is_traceable_wrapper_subclass(t):  # e.g. torchao's quantized tensors: their inner tensors
-        names, _ = t.__tensor_flatten__()
-        for name in names:
-            yield from tensor_chunks(getattr(t, name))
-        return
-    if t.device.type == "meta":
-        return
-    if t.layout != torch.strided:
-        t = t.to_dense()
-    if t.is_quantized:
-        if t.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
-            yield f"{t.q_scale()}|{t.q_zero_point()}|".encode()
-        else:
-            yield from tensor_chunks(t.q_per_channel_scales())
-            yield from tensor_chunks(t.q_per_channel_zero_points())
-        t = t.int_repr()
-    if t.is_complex():
-        t = torch.view_as_real(t.resolve_conj())
-    if t.dtype == torch.bool:
-        t = t.to(torch.uint8)
-    # reshape(-1): a 0-dim tensor cannot be viewed as bytes when its elements are wider than one byte
-    yield t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-
-
-def model_digest(model: nn.Module) -> str:
-    """A hash of the model's structure and weights: a checkpoint is only resumed for the same model."""
-    h = hashlib.sha256(repr(model).encode())
-    for name, tensor in model.state_dict().items():
-        h.update(name.encode())
-        for chunk in tensor_chunks(tensor):
-            h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 def check_model(model: nn.Module) -> None:
@@ -99,13 +56,6 @@ def check_model(model: nn.Module) -> None:
                 f"model is not FP32: parameter {name!r} is {p.dtype}; tune takes the FP32 model and finds what can go "
                 "lower, so pass it in FP32 (e.g. model.float())"
             )
-
-
-def _version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def tune(
@@ -136,7 +86,7 @@ def tune(
     space = discover_ops(model, op_name_dict, op_type_dict)
     if not callable(eval_fn):
         raise TypeError(f"eval_fn must be callable (model -> accuracy), got {type(eval_fn).__name__}")
-    evaluation = ModelEvaluation(model, eval_fn, calib_data, space, int8="int8" in check_precisions(precisions, "precisions"))
+    evaluation = ModelEvaluation(model, eval_fn, calib_data, space, check_precisions(precisions, "precisions"))
     evaluation.calibration  # noqa: B018 - calibrate here: bad calibration data fails before any Ray work
     if worker_groups(workers):
         from ray import cloudpickle
@@ -148,16 +98,13 @@ def tune(
                 f"the model, eval_fn and calib_data must be picklable to go to the evaluators: {type(exc).__name__}: {exc}"
             ) from exc
     run = TuningRun(space, evaluation, strategy, accuracy, precisions, max_trials, timeout, None)
-    run.fingerprint.update(model=model_digest(model), torch=_version("torch"), torchao=_version("torchao"))
+    run.fingerprint.update(model=model_digest(model), torch=package_version("torch"), torchao=package_version("torchao"))
 
     def baseline_here(run: TuningRun) -> None:
         # The FP32 evaluation runs in this process first: an eval_fn that fails on the FP32
         # model stops the run before any evaluator starts. A resumed run has it recorded.
         if run.baseline is None:
-            row = run.dispatch(space.all_fp32(), BASELINE_STAGE)
-            run.complete(row, evaluate_config(evaluation, row.config, device=str(model_device(model))))
-            run.save()
-            run.set_baseline(row.evaluation)
+            run.evaluate_baseline(device=str(model_device(model)))
 
     res = execute(run, workers, checkpoint, resume, prepare=baseline_here)
     config = res.config if res.config is not None else dict.fromkeys(space.names, "fp32")

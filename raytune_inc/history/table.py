@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from .criterion import AccuracyCriterion
-from .records import Evaluation
-from .space import Config
+from ..criterion import AccuracyCriterion
+from ..records import Evaluation
+from ..space import Config
 
 SCHEMA = pa.schema(
     [
@@ -93,10 +93,7 @@ def finish_table(table: pa.Table, commits: Mapping[int, int], criterion: Accurac
         meets = pa.nulls(table.num_rows, pa.bool_())
     else:
         accuracy = table["accuracy"].to_numpy(zero_copy_only=False).astype(np.float64)  # null -> NaN, never meets
-        tolerance = criterion.tolerance(baseline)
-        with np.errstate(invalid="ignore"):
-            met = accuracy >= baseline - tolerance if criterion.higher_is_better else accuracy <= baseline + tolerance
-        meets = pa.array(met, pa.bool_())
+        meets = pa.array(criterion.meets_array(accuracy, baseline), pa.bool_())
     table = table.set_column(table.schema.get_field_index("meets"), "meets", meets)
     trial_ids = table["trial_id"].to_numpy()
     if len(trial_ids) > 1 and not bool(np.all(trial_ids[1:] > trial_ids[:-1])):

@@ -1,0 +1,47 @@
+"""What kind of module a module is, as far as lowering it goes; and where a model's tensors are."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+# Module kinds that are left out of the space on purpose, with the reason.
+LEFT_OUT: dict[type[nn.Module], str] = {
+    nn.modules.batchnorm._BatchNorm: "BatchNorm stays FP32: at inference it is a per-channel scale and shift that the int8 "
+    "convolution before it absorbs (folded into its weights), and alone it is too cheap to gain from a lower precision",
+}
+
+
+def has_floating_weights(module: nn.Module) -> bool:
+    """Whether `module` has weights of its own (not its children's), all floating point."""
+    own = [p for p in module._parameters.values() if p is not None]
+    return bool(own) and all(p.is_floating_point() for p in own)
+
+
+def is_transposed_linear(module: nn.Module) -> bool:
+    """transformers' `Conv1D` (GPT-2 and its relatives): a Linear whose weight is stored transposed, (in, out)."""
+    weight = getattr(module, "weight", None)
+    return (
+        type(module).__name__ == "Conv1D"
+        and type(module).__module__.startswith("transformers")
+        and isinstance(weight, torch.Tensor)
+        and weight.dim() == 2
+    )
+
+
+def as_linear(module: nn.Module) -> nn.Linear:
+    """An nn.Linear computing what the transposed-weight `module` (transformers' Conv1D) computes."""
+    n_in, n_out = module.weight.shape
+    bias = getattr(module, "bias", None)
+    linear = nn.Linear(n_in, n_out, bias=bias is not None, device=module.weight.device, dtype=module.weight.dtype)
+    with torch.no_grad():
+        linear.weight.copy_(module.weight.detach().t())
+        if bias is not None:
+            linear.bias.copy_(bias.detach())
+    return linear
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))

@@ -1,0 +1,67 @@
+"""workers >= 1: the run on Ray's evaluator actors, driven by the asyncio driver."""
+
+from __future__ import annotations
+
+import time
+
+import ray
+
+from actors.pool import EvaluatorPool
+
+from .driver import Driver, run_coroutine
+from .ray_session import cpus_per_evaluator, ray_session
+from .records import CANCELLED, Evaluation
+from .run import TuningRun
+from .workers import Workers
+
+
+class RayExecutor:
+    """Evaluates on Ray actors (one or more groups of `Workers`), speculatively, and commits in strategy order.
+
+    `max_lost`: consecutive evaluator deaths, without a result in between, after which
+    the run gives up (default: twice the evaluators, at least 3).
+    """
+
+    def __init__(self, groups: Workers | list[Workers], max_lost: int | None = None, start_timeout: float = 120.0):
+        self.groups = [groups] if isinstance(groups, Workers) else list(groups)
+        count = sum(g.count for g in self.groups)
+        self.max_lost = max_lost if max_lost is not None else max(3, 2 * count)
+        self.start_timeout = start_timeout
+
+    def shares(self) -> list[tuple[float, float]]:
+        """(num_cpus, num_gpus) of each evaluator, checked against the cluster."""
+        gpus = ray.cluster_resources().get("GPU", 0.0)
+        count = sum(g.count for g in self.groups)
+        shares = []
+        for g in self.groups:
+            if g.num_gpus > gpus:
+                raise ValueError(
+                    f"each evaluator asks for num_gpus={g.num_gpus}, but the Ray cluster has {gpus:g} GPUs"
+                    + (" (no CUDA device was found)" if not gpus else "")
+                )
+            shares += [(g.num_cpus if g.num_cpus is not None else cpus_per_evaluator(count), g.num_gpus)] * g.count
+        return shares
+
+    def run(self, run: TuningRun) -> None:
+        if run.baseline is not None and run.recorded:
+            run.start_path()
+            run.replay_recorded()  # resume: no Ray at all when the recorded results finish the path
+            run.save()
+            if run.path.done:
+                return
+        with ray_session(run.job_name):
+            run.monitor.attach_metrics(run.run_id)
+            pool = EvaluatorPool(run.space, run.evaluate, self.shares(), f"raytune-inc-{run.run_id[:8]}")
+            try:
+                run_coroutine(self._drive(run, pool))
+            finally:
+                run.monitor.finished()  # while Ray is up: its last metrics are exported as it shuts down
+
+    async def _drive(self, run: TuningRun, pool: EvaluatorPool) -> None:
+        try:
+            await pool.start(self.start_timeout)
+            await Driver(run, pool, self.max_lost).drive()
+        finally:
+            now = time.time()
+            for row in pool.shutdown():
+                run.complete(row, Evaluation(row.config, None, CANCELLED, "cancelled: the run stopped", row.dispatched, now, row.worker))

@@ -1,0 +1,63 @@
+"""What a tuning run is asked to do, checked: the space, strategy, criterion, precisions and stop rules."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .criterion import AccuracyCriterion
+from .space import FP32, TuningSpace, check_precisions
+from .strategies import Strategy, get_strategy
+
+
+def _check_count(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The checked inputs of a run. `baseline=None`: the all-fp32 config is evaluated first."""
+
+    space: TuningSpace
+    strategy: Strategy
+    criterion: AccuracyCriterion
+    precisions: tuple[str, ...]
+    max_trials: int
+    timeout: float
+    baseline: float | None
+
+    @classmethod
+    def checked(
+        cls,
+        space: TuningSpace,
+        strategy: str | Strategy,
+        accuracy: AccuracyCriterion | None,
+        precisions: Sequence[str],
+        max_trials: int,
+        timeout: float,
+        baseline: float | None,
+    ) -> RunSettings:
+        """The settings, or ValueError / TypeError naming the argument that is wrong and how."""
+        if not isinstance(space, TuningSpace):
+            raise TypeError(f"space must be a TuningSpace, got {type(space).__name__}")
+        if accuracy is None:
+            accuracy = AccuracyCriterion()
+        if not isinstance(accuracy, AccuracyCriterion):
+            raise TypeError(f"accuracy must be an AccuracyCriterion, got {type(accuracy).__name__}")
+        precisions = check_precisions(precisions, "precisions")
+        if not any(p != FP32 for p in precisions):
+            raise ValueError("precisions must name at least one lower precision")
+        strategy = get_strategy(strategy)
+        strategy.check(space, precisions)
+        max_trials = _check_count("max_trials", max_trials)
+        if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not timeout >= 0:
+            raise ValueError(f"timeout must be a number of seconds >= 0 (0: none), got {timeout!r}")
+        if baseline is not None:
+            if isinstance(baseline, bool) or not isinstance(baseline, numbers.Real) or not math.isfinite(baseline):
+                raise ValueError(f"baseline must be a finite number or None (evaluate the all-fp32 config), got {baseline!r}")
+            baseline = float(baseline)
+        return cls(space, strategy, accuracy, precisions, max_trials, float(timeout), baseline)
