@@ -5,12 +5,9 @@ keeps the counts, and passes them on to its sinks: `RayMetrics` (custom metrics 
 `ray.util.metrics`, shown in the Ray dashboard and on each node's Prometheus endpoint) and
 `ProgressLine` (one line on stderr, only when stderr is a terminal).
 
-Words: an *evaluated* trial is an evaluation that finished (ok or error), the baseline
-included; *committed* is a trial the strategy took, in its order; *wasted* is an evaluation
-of this run, other than the baseline, that finished (ok or error) but was never committed: a
-speculative miss. It is counted when the run ends, since until then the strategy may still ask
-for any result. Evaluations cancelled when the run stopped are neither. *errored* is an evaluation that raised; *lost* is one whose
-evaluator died (it is evaluated again).
+The words (evaluated, committed, wasted, errored, lost) are those of `records.py`. Wasted
+evaluations are counted when the run ends, since until then the strategy may still ask for any
+result; evaluations cancelled when the run stopped are neither evaluated nor wasted.
 """
 
 from __future__ import annotations
@@ -21,7 +18,7 @@ import time
 from typing import Any, TextIO
 
 from .history.table import HistoryRow
-from .records import ERROR, LOST, OK
+from .records import ERROR, EVALUATED, LOST, is_wasted
 
 PREFIX = "raytune_inc_"
 # Trial durations from a few milliseconds (a toy evaluation) to many minutes (a large model on a big set).
@@ -69,7 +66,7 @@ class RayMetrics:
     def completed(self, row: HistoryRow) -> None:
         ev = row.evaluation
         tags = self._trial(row.stage)
-        if ev.status in (OK, ERROR):
+        if ev.status in EVALUATED:
             self.evaluated.inc(1, tags=tags)
             self.duration.observe(max(0.0, ev.end - ev.start), tags=tags)
         if ev.status == ERROR:
@@ -182,8 +179,8 @@ class RunMonitor:
 
     def completed(self, row: HistoryRow, baseline_stage: bool) -> None:
         status = row.evaluation.status
-        self.evaluated += status in (OK, ERROR)
-        if status in (OK, ERROR) and not baseline_stage:
+        self.evaluated += status in EVALUATED
+        if status in EVALUATED and not baseline_stage:
             self._finished_rows[row.trial_id] = row
         self.errored += status == ERROR
         self.lost += status == LOST
@@ -217,7 +214,7 @@ class RunMonitor:
         if self._done:
             return
         self._done = True
-        wasted = [r for r in self._finished_rows.values() if r.commit_seq is None]
+        wasted = [r for r in self._finished_rows.values() if is_wasted(r.evaluation.status, r.stage, r.commit_seq)]
         self.wasted += len(wasted)
         self._finished_rows.clear()
         self.in_flight = self.idle = 0

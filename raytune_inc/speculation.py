@@ -14,13 +14,13 @@ import heapq
 import itertools
 import math
 from collections.abc import Mapping, Sequence, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .criterion import AccuracyCriterion
 from .space import FP32, PRECISIONS, Config, TuningSpace
-from .strategies import Candidate, ForkablePlan, Outcome, Plan, Strategy
+from .strategies import Candidate, ForkablePlan, Outcome, Plan, Strategy, is_op_wise
 
 P_MIN, P_MAX = 0.02, 0.98
 
@@ -61,7 +61,7 @@ class PassModel:
     @staticmethod
     def _prior(stage: str) -> tuple[float, float]:
         # (passes, fails) pseudo-counts: op-wise trials tend to pass, whole-type trials are a coin flip.
-        return (4.0, 1.0) if stage.endswith("op-wise") else (1.0, 1.0)
+        return (4.0, 1.0) if is_op_wise(stage) else (1.0, 1.0)
 
     def _features(self, config: Config) -> tuple[int, ...]:
         n = len(PRECISIONS)
@@ -84,8 +84,7 @@ class PassModel:
         self._stage_counts.setdefault(stage, [0, 0])[0 if meets else 1] += 1
         if accuracy is None or not math.isfinite(accuracy):
             return
-        loss = (self._baseline - accuracy) if self._criterion.higher_is_better else (accuracy - self._baseline)
-        self._new.append((self._features(config), loss))
+        self._new.append((self._features(config), self._criterion.loss(accuracy, self._baseline)))
         self._dirty = True
 
     def _add(self, features: tuple[int, ...], loss: float) -> None:
@@ -130,7 +129,7 @@ class PassModel:
         if self._weights is None:
             return None
         loss = float(self._weights[list(self._features(config))].sum())
-        return self._baseline - loss if self._criterion.higher_is_better else self._baseline + loss
+        return self._criterion.accuracy_after(loss, self._baseline)
 
     def estimate(self, candidate: Candidate) -> tuple[float, float | None]:
         """(probability that `candidate` meets the goal, its predicted accuracy or None)."""
@@ -138,9 +137,8 @@ class PassModel:
         if predicted is None:
             p = self.stage_rate(candidate.stage)
         else:
-            tol = self._criterion.tolerance(self._baseline)
-            margin = predicted - (self._baseline - tol) if self._criterion.higher_is_better else (self._baseline + tol) - predicted
-            scale = max(0.25 * tol, 2.0 * self._sigma, 1e-12)
+            margin = self._criterion.margin(predicted, self._baseline)
+            scale = max(0.25 * self._criterion.tolerance(self._baseline), 2.0 * self._sigma, 1e-12)
             p = 0.5 * (1.0 + math.erf(margin / (scale * math.sqrt(2.0))))
         return min(P_MAX, max(P_MIN, p)), predicted
 
@@ -154,6 +152,57 @@ class Frontier:
     trials: int
 
 
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """One step of a hypothetical path below the frontier: a config, the outcome assumed or known, and whether it
+    is a new trial (not answered by dedupe)."""
+
+    config: Config
+    outcome: Outcome
+    is_trial: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Live:
+    """A plan that has been sent a node's outcomes, and its pending candidate (None: the walk is over)."""
+
+    plan: Plan
+    pending: Candidate | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Deferred:
+    """A forked plan and the outcome to send it when its node is reached (most nodes never are)."""
+
+    plan: ForkablePlan
+    outcome: Outcome
+
+
+@dataclass(order=True, slots=True)
+class _Node:
+    """A node of the decision tree below the frontier, ordered most probable first (`order` breaks ties: older first).
+
+    `steps` is the hypothetical path from the frontier to it; `plan` how to get a plan at it: a live
+    one, a fork still to be sent its last outcome, or None (replay the strategy from its first step,
+    for the frontier itself and for plans that cannot be forked).
+    """
+
+    neg_p: float
+    order: int
+    steps: tuple[_Step, ...] = field(compare=False)
+    plan: _Live | _Deferred | None = field(compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    """The forkable plan kept at the committed frontier: how many outcomes it was sent, the last one, its pending candidate."""
+
+    sent: int
+    last: Outcome | None
+    plan: ForkablePlan
+    pending: Candidate | None
+
+
 class Speculator:
     """Unfolds the strategy's decision tree below the frontier and picks configs to evaluate ahead."""
 
@@ -165,11 +214,13 @@ class Speculator:
         self._precisions = precisions
         self._criterion = criterion
         self._max_trials = max_trials
-        # A forkable plan kept at the committed frontier: (outcomes sent, the last of them, plan, its pending candidate).
-        self._frontier: tuple[int, Outcome | None, ForkablePlan, Candidate | None] | None = None
+        self._kept: _Kept | None = None
         self._forkable: bool | None = None  # known once the first plan is made
 
-    def _at_frontier(self, outcomes: Sequence[Outcome]) -> tuple[Plan, Candidate | None]:
+    def _new_plan(self) -> Plan:
+        return self._strategy.plan(self._space, self._precisions, self._criterion)
+
+    def _at_frontier(self, outcomes: Sequence[Outcome]) -> _Live:
         """A plan that has been sent `outcomes`, and its pending candidate.
 
         With a ForkablePlan, a fork of the one kept at the frontier, advanced by the outcomes
@@ -177,31 +228,66 @@ class Speculator:
         """
         if self._forkable is False:
             return self._replay(outcomes)
-        state = self._frontier
-        if state is None or state[0] > len(outcomes) or (state[0] and outcomes[state[0] - 1] is not state[1]):
-            plan = self._strategy.plan(self._space, self._precisions, self._criterion)
+        kept = self._kept
+        if kept is None or kept.sent > len(outcomes) or (kept.sent and outcomes[kept.sent - 1] is not kept.last):
+            plan = self._new_plan()
             self._forkable = isinstance(plan, ForkablePlan)
             if not self._forkable:
                 plan.close()
                 return self._replay(outcomes)
-            state = (0, None, plan, _start(plan))
-        count, _, plan, pending = state
-        for i in range(count, len(outcomes)):
+            kept = _Kept(0, None, plan, _start(plan))
+        pending = kept.pending
+        for outcome in outcomes[kept.sent :]:
             if pending is None:
                 break
-            pending = _send(plan, outcomes[i])
-        self._frontier = (len(outcomes), outcomes[-1] if outcomes else None, plan, pending)
-        return plan.fork(), pending
+            pending = _send(kept.plan, outcome)
+        self._kept = _Kept(len(outcomes), outcomes[-1] if outcomes else None, kept.plan, pending)
+        return _Live(kept.plan.fork(), pending)
 
-    def _replay(self, outcomes: Sequence[Outcome]) -> tuple[Plan, Candidate | None]:
-        plan = self._strategy.plan(self._space, self._precisions, self._criterion)
+    def _replay(self, outcomes: Sequence[Outcome]) -> _Live:
+        plan = self._new_plan()
         try:
             pending = next(plan)
             for outcome in outcomes:
                 pending = plan.send(outcome)
         except StopIteration:
-            return plan, None
-        return plan, pending
+            return _Live(plan, None)
+        return _Live(plan, pending)
+
+    def _reach(self, node: _Node, frontier: Frontier) -> _Live:
+        """A plan at `node`, and its pending candidate."""
+        if isinstance(node.plan, _Live):
+            return node.plan
+        if isinstance(node.plan, _Deferred):
+            return _Live(node.plan.plan, _send(node.plan.plan, node.plan.outcome))
+        if not node.steps:
+            return self._at_frontier(frontier.outcomes)
+        return self._replay([*frontier.outcomes, *(step.outcome for step in node.steps)])
+
+    def _walk_known(
+        self, live: _Live, steps: tuple[_Step, ...], frontier: Frontier, results: Mapping[Config, Outcome]
+    ) -> tuple[Candidate | None, tuple[_Step, ...]]:
+        """Advance the plan through every candidate whose outcome is known (on the path, on this node's steps, or
+        evaluated): to the first one whose outcome is unknown (a branch point), or None where the walk ends
+        (the plan is done, or the next trial would pass max_trials)."""
+        plan, pending = live.plan, live.pending
+        local = {step.config: step.outcome for step in steps}
+        trials = frontier.trials + sum(step.is_trial for step in steps)
+        while pending is not None:
+            config = pending.config
+            outcome = frontier.known.get(config) or local.get(config)
+            is_trial = outcome is None
+            if is_trial:
+                if trials >= self._max_trials:
+                    return None, steps
+                outcome = results.get(config)
+                if outcome is None:
+                    return pending, steps
+            trials += is_trial
+            local[config] = outcome
+            steps = (*steps, _Step(config, outcome, is_trial))
+            pending = _send(plan, outcome)
+        return None, steps
 
     def pick(
         self,
@@ -213,73 +299,44 @@ class Speculator:
     ) -> list[Candidate]:
         """Up to `want` candidates, most probable first, that are neither evaluated nor in `busy`.
 
-        `results` holds the real outcome of every config evaluated so far.
+        `results` holds the real outcome of every config evaluated so far. A best-first walk of the
+        decision tree: each branch point's candidate is chosen (unless busy), then its two children, the
+        likelier outcome first, are queued with the path probability times the model's estimate.
         """
         chosen: list[Candidate] = []
         chosen_configs: set[Config] = set()
         order = itertools.count()
-        # Node: (-probability, tie, hypothetical suffix [(config, outcome, is_trial)], live plan and its pending candidate or None)
-        heap: list = [(-1.0, next(order), (), None)]
+        heap = [_Node(-1.0, next(order), (), None)]
         expanded = 0
         budget = self.MAX_NODES_PER_PICK * max(want, 1)
         while heap and len(chosen) < want and expanded < budget:
-            neg_p, _, suffix, live = heapq.heappop(heap)
+            node = heapq.heappop(heap)
             expanded += 1
-            if live is None and not suffix:
-                plan, pending = self._at_frontier(frontier.outcomes)
-            elif live is None:  # a plan that cannot be forked: replayed from its first step
-                plan, pending = self._replay([*frontier.outcomes, *(o for _, o, _ in suffix)])
-            elif isinstance(live, _Deferred):
-                plan, pending = live.plan, _send(live.plan, live.outcome)
-            else:
-                plan, pending = live
-            local = {c: o for c, o, _ in suffix}
-            trials = frontier.trials + sum(1 for *_, is_trial in suffix if is_trial)
-            while pending is not None:
-                config = pending.config
-                outcome = frontier.known.get(config) or local.get(config)
-                is_trial = outcome is None
-                if is_trial:
-                    if trials >= self._max_trials:
-                        pending = None
-                        break
-                    outcome = results.get(config)
-                if outcome is None:
-                    break  # unknown result: a branch point
-                trials += is_trial
-                local[config] = outcome
-                suffix = (*suffix, (config, outcome, is_trial))
-                pending = _send(plan, outcome)
+            live = self._reach(node, frontier)
+            pending, steps = self._walk_known(live, node.steps, frontier, results)
             if pending is None:
-                plan.close()
+                live.plan.close()
                 continue
             if pending.config not in busy and pending.config not in chosen_configs:
                 chosen.append(pending)
                 chosen_configs.add(pending.config)
             p, guess = model.estimate(pending)
-            branches = sorted(((p, True), (1.0 - p, False)), reverse=True)
-            spare = plan.fork() if isinstance(plan, ForkablePlan) else None
-            for k, (q, meets) in enumerate(branches):
+            likelier, other = (True, False) if p >= 0.5 else (False, True)
+            spare = live.plan.fork() if isinstance(live.plan, ForkablePlan) else None
+            # The likelier child goes on with this plan; the other with a fork of it, advanced only if it is
+            # reached, or by a replay where the plan cannot be forked.
+            for meets, child in ((likelier, _Live), (other, _Deferred)):
                 outcome = Outcome(guess, meets)
-                child_suffix = (*suffix, (pending.config, outcome, True))
-                child_live: tuple | _Deferred | None = None
-                if k == 0:  # the likelier child goes on with this plan
-                    child_live = (plan, _send(plan, outcome))
-                elif spare is not None:  # the other with a fork of it, advanced if it is reached; else it is replayed
-                    child_live = _Deferred(spare, outcome)
-                heapq.heappush(heap, (neg_p * q, next(order), child_suffix, child_live))
-        for *_, live in heap:
-            if isinstance(live, tuple):
-                live[0].close()
+                q = p if meets else 1.0 - p
+                if child is _Live:
+                    plan = _Live(live.plan, _send(live.plan, outcome))
+                else:
+                    plan = _Deferred(spare, outcome) if spare is not None else None
+                heapq.heappush(heap, _Node(node.neg_p * q, next(order), (*steps, _Step(pending.config, outcome, True)), plan))
+        for node in heap:
+            if isinstance(node.plan, _Live):
+                node.plan.plan.close()
         return chosen
-
-
-@dataclass(frozen=True)
-class _Deferred:
-    """A forked plan and the outcome to send it when its node is reached."""
-
-    plan: ForkablePlan
-    outcome: Outcome
 
 
 def _start(plan: Plan) -> Candidate | None:

@@ -15,32 +15,13 @@ import argparse
 import json
 import os
 import signal
-import time
 
 import pyarrow as pa
+from helpers import LoggedEvaluation, outcome
 
 from raytune_inc import tune_space
 from raytune_inc.history import files, store
-from raytune_inc.synthetic import AdditiveLossEvaluation, random_space
-
-
-class LoggedEvaluation:
-    def __init__(self, space, seed: int, log: str, cost: float):
-        self.space = space
-        self.inner = AdditiveLossEvaluation(space, seed=seed, sensitive=0.3)
-        self.log = log
-        self.cost = cost
-
-    def __call__(self, config: dict[str, str]) -> float:
-        with open(self.log, "a") as f:
-            f.write(self.space.config(config).key() + "\n")
-        time.sleep(self.cost)
-        return self.inner(config)
-
-
-def problem(ops: int, seed: int):
-    space = random_space(ops, seed=seed)
-    return space, AdditiveLossEvaluation(space, seed=seed, sensitive=0.3)
+from raytune_inc.synthetic import random_space
 
 
 def kill_on_save(after: int | None, mid: int | None) -> None:
@@ -85,8 +66,7 @@ def main() -> None:
     space = random_space(args.ops, seed=args.seed)
     evaluate = LoggedEvaluation(space, args.seed, args.log, args.cost)
     res = tune_space(space, evaluate, workers=args.workers, checkpoint=args.dir, resume=args.resume)
-    trials = [[t.config, t.accuracy, t.meets] for t in res.trials]
-    print(json.dumps({"config": res.config, "accuracy": res.accuracy, "trials": trials, "evaluations": res.evaluations}))
+    print(json.dumps({**outcome(res), "accuracy": res.accuracy, "evaluations": res.evaluations}))
 
 
 if __name__ == "__main__":

@@ -30,38 +30,15 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from helpers import LoggedEvaluation, outcome
 from ray.cluster_utils import Cluster
 
 from raytune_inc import tune_space
 from raytune_inc.records import TuneResult
-from raytune_inc.space import TuningSpace
-from raytune_inc.synthetic import AdditiveLossEvaluation, random_space
+from raytune_inc.synthetic import random_space
 
 WORKERS = 4
 NODE = {"num_cpus": 2, "object_store_memory": 80 * 1024**2}
-
-
-class LoggedEvaluation:
-    """The additive-loss evaluation, `cost` seconds long, logging 'start|end KEY NODE_ID EVALUATOR' lines."""
-
-    def __init__(self, space: TuningSpace, seed: int, log: str, cost: float):
-        self.space = space
-        self.inner = AdditiveLossEvaluation(space, seed=seed, sensitive=0.3)
-        self.log = log
-        self.cost = cost
-
-    def _write(self, line: str) -> None:
-        with open(self.log, "a") as f:  # one short write in append mode: lines of concurrent evaluators never mix
-            f.write(line + "\n")
-
-    def __call__(self, config: dict[str, str]) -> float:
-        context = ray.get_runtime_context()
-        where = f"{self.space.config(config).key()} {context.get_node_id()} {context.get_actor_name()}"
-        self._write(f"start {where}")
-        time.sleep(self.cost)
-        accuracy = self.inner(config)
-        self._write(f"end {where}")
-        return accuracy
 
 
 def read_log(path: Path) -> list[list[str]]:
@@ -80,12 +57,7 @@ def in_flight(lines: list[list[str]]) -> list[tuple[str, str, str]]:
 def summary(res: TuneResult) -> dict[str, Any]:
     history = res.history.select(["trial_id", "config", "status", "worker", "node", "start_time", "end_time", "error"])
     rows = [{**row, "start_time": row["start_time"].timestamp(), "end_time": row["end_time"].timestamp()} for row in history.to_pylist()]
-    return {
-        "config": res.config,
-        "trials": [[t.config, t.accuracy, t.meets] for t in res.trials],
-        "wall_time": res.wall_time,
-        "history": rows,
-    }
+    return {**outcome(res), "wall_time": res.wall_time, "history": rows}
 
 
 def wait_until_idle(cpus: float, timeout: float = 60.0) -> None:
@@ -141,7 +113,8 @@ def main() -> None:
         cpus = 3 * NODE["num_cpus"]
         wait_until_idle(cpus)
         spread_log = workdir / "spread.log"
-        out["spread"] = summary(tune_space(space, LoggedEvaluation(space, args.seed, str(spread_log), args.cost / 6), workers=WORKERS))
+        spread = LoggedEvaluation(space, args.seed, spread_log, args.cost / 6, where=True)
+        out["spread"] = summary(tune_space(space, spread, workers=WORKERS))
         out["spread"]["log"] = read_log(spread_log)
 
         wait_until_idle(cpus)
@@ -149,7 +122,7 @@ def main() -> None:
         remover = threading.Thread(target=remove_busiest_node, args=(cluster, loss_log, done, removal, args.hard), daemon=True)
         remover.start()
         try:
-            res = tune_space(space, LoggedEvaluation(space, args.seed, str(loss_log), args.cost), workers=WORKERS)
+            res = tune_space(space, LoggedEvaluation(space, args.seed, loss_log, args.cost, where=True), workers=WORKERS)
         finally:
             done.set()
             remover.join(timeout=120)

@@ -56,6 +56,7 @@ def test_each_architecture_tunes_to_bf16_and_int8(name):
     assert torch.isfinite(out).all()
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("ray_local")
 @pytest.mark.parametrize("build", [gpt2, resnet])
 def test_two_architectures_commit_the_same_trials_on_two_evaluators(build):

@@ -16,6 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from helpers import LoggedEvaluation, committed, outcome, own_ray_env, reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +27,7 @@ from raytune_inc.history.table import SCHEMA
 from raytune_inc.synthetic import AdditiveLossEvaluation, random_space
 
 TESTS = Path(__file__).parent
+OPS, SEED = 12, 3  # checkpoint_job.py's defaults
 
 
 class Interrupted(BaseException):
@@ -46,10 +48,6 @@ class Counting:
             raise Interrupted
         self.calls.append(self.space.config(config).key())
         return self.inner(config)
-
-
-def committed(res):
-    return [(t.config, t.accuracy, t.meets, t.stage) for t in res.trials]
 
 
 def recorded_keys(directory) -> set[str]:
@@ -372,14 +370,13 @@ def test_a_crafted_history_cannot_run_code_when_loaded(finished, tmp_path):
 # ---------------------------------------------------------------- with Ray, and SIGKILL
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("ray_local")
 def test_a_parallel_run_stopped_early_resumes_on_either_executor(tmp_path):
-    from checkpoint_job import LoggedEvaluation
-
-    space, reference = _reference()
+    space, expected = random_space(OPS, seed=SEED), reference(OPS, SEED)
     log = tmp_path / "log"
     # 20 trials of 0.5 s on 3 evaluators need over 3 s: the run times out mid-way, also on a fast machine.
-    first = tune_space(space, LoggedEvaluation(space, 3, str(log), 0.5), workers=3, timeout=3.0, checkpoint=tmp_path / "h")
+    first = tune_space(space, LoggedEvaluation(space, SEED, log, 0.5), workers=3, timeout=3.0, checkpoint=tmp_path / "h")
     assert first.stop_reason == "timeout"
     history = load_history(tmp_path / "h")
     assert history.equals(first.history)
@@ -389,22 +386,20 @@ def test_a_parallel_run_stopped_early_resumes_on_either_executor(tmp_path):
     for workers, directory in ((0, tmp_path / "h0"), (2, tmp_path / "h2")):
         shutil.copytree(tmp_path / "h", directory)
         before, start = recorded_keys(directory), len(_lines(log))
-        res = tune_space(space, LoggedEvaluation(space, 3, str(log), 0.0), workers=workers, checkpoint=directory, resume=True)
+        res = tune_space(space, LoggedEvaluation(space, SEED, log, 0.0), workers=workers, checkpoint=directory, resume=True)
         assert not before & set(_lines(log)[start:]), f"workers={workers}: a recorded result was evaluated again"
-        trials = json.loads(json.dumps([[t.config, t.accuracy, t.meets] for t in res.trials]))
-        assert trials == reference["trials"] and res.config == reference["config"]
+        assert outcome(res) == expected
         assert load_history(directory).equals(res.history)
         assert res.run_id == first.run_id
 
 
 def _job(directory, log, *args, timeout=300):
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     return subprocess.Popen(
         [sys.executable, str(TESTS / "checkpoint_job.py"), str(directory), str(log), *map(str, args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
+        env=own_ray_env(),
     )
 
 
@@ -418,12 +413,6 @@ def _wait_for(condition, proc, timeout=120.0):
 
 def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
-
-
-def _reference(ops=12, seed=3):
-    space = random_space(ops, seed=seed)
-    res = tune_space(space, AdditiveLossEvaluation(space, seed=seed, sensitive=0.3), workers=0)
-    return space, json.loads(json.dumps({"config": res.config, "trials": [[t.config, t.accuracy, t.meets] for t in res.trials]}))
 
 
 def _finish(directory, log, *args):
@@ -452,11 +441,11 @@ def _kill_when(directory, log, condition, *args):
     assert not before & set(_lines(log)[start:]), "a recorded result was evaluated again"
 
 
-def _check_final(result, reference, directory, log):
-    assert result["config"] == reference["config"] and result["trials"] == reference["trials"]
+def _check_final(result, expected, directory, log):
+    assert result["config"] == expected["config"] and result["trials"] == expected["trials"]
     history = load_history(directory)
     commits = history.filter(history["commit_seq"].is_valid()).sort_by("commit_seq")
-    assert commits["accuracy"].to_pylist() == [t[1] for t in reference["trials"]]
+    assert commits["accuracy"].to_pylist() == [t[1] for t in expected["trials"]]
     evaluated = _lines(log)
     ok = history.filter(pc.is_in(history["status"], pa.array(["ok", "error"])))
     assert sorted(set(ok["config"].to_pylist())) == sorted(ok["config"].to_pylist())  # one result per config
@@ -465,7 +454,7 @@ def _check_final(result, reference, directory, log):
 
 @pytest.mark.slow
 def test_sigkill_during_ray_start_then_mid_trial_then_resume(tmp_path):
-    space, reference = _reference()
+    expected = reference(OPS, SEED)
     directory, log = tmp_path / "h", tmp_path / "log"
     # 1. during Ray start: the run record is written first, nothing was evaluated yet
     _kill_when(directory, log, lambda: (directory / RUN_FILE).exists(), "--workers", 2)
@@ -474,12 +463,12 @@ def test_sigkill_during_ray_start_then_mid_trial_then_resume(tmp_path):
     _kill_when(directory, log, lambda: len(_lines(log)) >= 6, "--workers", 2, "--resume")
     _kill_when(directory, log, lambda: len(_lines(log)) >= 12, "--workers", 2, "--resume")
     assert load_history(directory).num_rows >= 6  # what finished before the kills is kept
-    _check_final(_finish(directory, log, "--workers", 2), reference, directory, log)
+    _check_final(_finish(directory, log, "--workers", 2), expected, directory, log)
 
 
 @pytest.mark.slow
 def test_sigkill_between_trials_and_while_writing_then_resume(tmp_path):
-    space, reference = _reference()
+    expected = reference(OPS, SEED)
     directory, log = tmp_path / "h", tmp_path / "log"
     # 1. between trials: right after the 5th durable save (the baseline and 4 trials)
     _kill_when(directory, log, None, "--kill-after-save", 5)
@@ -491,7 +480,7 @@ def test_sigkill_between_trials_and_while_writing_then_resume(tmp_path):
     # 3. between trials again, in the resumed run, once more, then to the end
     _kill_when(directory, log, None, "--resume", "--kill-after-save", 1)
     result = _finish(directory, log)
-    _check_final(result, reference, directory, log)
+    _check_final(result, expected, directory, log)
     # the torn evaluation was re-run, nothing else twice
     evaluated = _lines(log)
     assert len(evaluated) == len(set(evaluated)) + 1

@@ -16,6 +16,8 @@ import torch
 from raytune_inc import load_history
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # every test runs the command in a fresh interpreter (with torch), the first one on Ray
+
 MODEL = ["tests.cli_model:model", "tests.cli_model:accuracy", "--calib", "tests.cli_model:calibration"]
 
 

@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers import first_time, own_ray_env, reference
 
 from raytune_inc import tune_space
 from raytune_inc.synthetic import AdditiveLossEvaluation, random_space
@@ -20,22 +21,13 @@ TESTS = Path(__file__).parent
 OPS, SEED = 20, 3  # the job's defaults
 
 
-def reference() -> dict:
-    """The sequential run's committed trials and result, as the job prints them."""
-    space = random_space(OPS, seed=SEED)
-    res = tune_space(space, AdditiveLossEvaluation(space, seed=SEED, sensitive=0.3), workers=0)
-    return json.loads(json.dumps({"config": res.config, "trials": [[t.config, t.accuracy, t.meets] for t in res.trials]}))
-
-
 @pytest.fixture(scope="module")
 def cluster_job(tmp_path_factory) -> dict:
     """Run tests/cluster_job.py (a head and three worker nodes on this machine) once; its JSON output."""
     workdir = tmp_path_factory.mktemp("cluster")
     # The cluster's own Ray directory: its address file stays out of any other Ray's way. Short, for Ray's socket paths.
     ray_tmp = tempfile.mkdtemp(prefix="rc-", dir="/tmp" if os.path.isdir("/tmp") else None)
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["RAY_TMPDIR"] = ray_tmp
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS.parent), str(TESTS), *filter(None, [env.get("PYTHONPATH")])])
+    env = own_ray_env(RAY_TMPDIR=ray_tmp)
     try:
         out = subprocess.run(
             [sys.executable, str(TESTS / "cluster_job.py"), str(workdir)], capture_output=True, text=True, env=env, timeout=300
@@ -47,8 +39,9 @@ def cluster_job(tmp_path_factory) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_evaluators_spread_over_the_worker_nodes_and_commit_what_the_sequential_run_commits(cluster_job):
-    run, ref = cluster_job["spread"], reference()
+    run, ref = cluster_job["spread"], reference(OPS, SEED)
     assert run["trials"] == ref["trials"] and run["config"] == ref["config"]
     ok = [row for row in run["history"] if row["status"] == "ok"]
     assert {row["status"] for row in run["history"]} <= {"ok", "cancelled"}
@@ -60,8 +53,9 @@ def test_evaluators_spread_over_the_worker_nodes_and_commit_what_the_sequential_
     assert all(logged[(row["config"], row["worker"])] == row["node"] for row in ok)
 
 
+@pytest.mark.slow
 def test_removing_a_node_mid_run_costs_only_its_in_flight_evaluations(cluster_job):
-    run, ref = cluster_job["node_loss"], reference()
+    run, ref = cluster_job["node_loss"], reference(OPS, SEED)
     removal, workers = run["removal"], cluster_job["workers"]
     assert "remove_s" in removal, "the run finished before a node was removed"
     removed = removal["node"]
@@ -95,11 +89,9 @@ def test_removing_a_node_mid_run_costs_only_its_in_flight_evaluations(cluster_jo
 
 def _die_once(marker: str, evaluate: AdditiveLossEvaluation) -> AdditiveLossEvaluation:
     """Unpickling: the first evaluator to load the evaluation function dies, as one on a node just lost does."""
-    try:
-        os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
-    except FileExistsError:
-        return evaluate
-    os._exit(1)
+    if first_time(marker):
+        os._exit(1)
+    return evaluate
 
 
 class DiesOnLoad:

@@ -127,10 +127,12 @@ def metric_values(text: str, name: str) -> dict[str, float]:
     return values
 
 
+@pytest.mark.slow
 def test_tuning_job_on_a_head_node_reports_metrics(head_node, tmp_path):
     history = tmp_path / "history"
     submission = f"raytune-inc-test-{secrets.token_hex(4)}"
-    entrypoint = ["python", "scripts/tune_example.py", "--ops", "16", "--workers", "2", "--cost", "0.1", "--checkpoint", str(history)]
+    entrypoint = ["python", "scripts/examples/tune_space.py", "--ops", "16", "--workers", "2", "--cost", "0.1"]
+    entrypoint += ["--checkpoint", str(history)]
     # Without --no-wait, `ray job submit` follows the job's logs until it ends.
     submitted = head_node.ray(
         *("job", "submit", "--address", head_node.dashboard, "--working-dir", ".", "--submission-id", submission, "--", *entrypoint),
@@ -171,10 +173,11 @@ def test_tuning_job_on_a_head_node_reports_metrics(head_node, tmp_path):
     assert len(names) == 2 and all(re.fullmatch(r"raytune-inc-[0-9a-f]{8}-evaluator-\d+", n) for n in names), names
 
 
+@pytest.mark.slow
 def test_driver_connects_with_ray_address_and_names_its_job(head_node, tmp_path):
     history = tmp_path / "history"
     env = {**head_node.env, "RAY_ADDRESS": head_node.address, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "scripts/tune_example.py", "--ops", "12", "--workers", "2", "--checkpoint", str(history)]
+    command = [sys.executable, "scripts/examples/tune_space.py", "--ops", "12", "--workers", "2", "--checkpoint", str(history)]
     done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"Connecting to existing Ray cluster at address: {head_node.address}" in done.stderr or "Connected to Ray cluster" in done.stderr

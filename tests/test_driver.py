@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
+from helpers import committed, first_time, own_ray_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,10 +20,7 @@ from raytune_inc.synthetic import AdditiveLossEvaluation, random_space
 pytestmark = pytest.mark.usefixtures("ray_local")
 
 
-def committed(res):
-    return [(t.config, t.accuracy, t.meets) for t in res.trials]
-
-
+@pytest.mark.slow
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     n_ops=st.integers(2, 14),
@@ -49,6 +47,7 @@ def test_parallel_runs_commit_what_the_sequential_run_commits(n_ops, seed, strat
         assert parallel.evaluations == parallel.history.num_rows
 
 
+@pytest.mark.slow
 def test_speculation_evaluates_ahead_and_still_commits_in_order():
     space = random_space(24, seed=3)
     evaluate = AdditiveLossEvaluation(space, seed=3, cost=0.05)
@@ -80,15 +79,14 @@ class FlakyEvaluation:
         self.always = always
 
     def __call__(self, config):
-        marker = self.log.with_suffix(".killed")
-        if config == self.victim and (self.always or not marker.exists()):
-            marker.touch()
+        if config == self.victim and (self.always or first_time(self.log.with_suffix(".killed"))):
             os._exit(1)
         with open(self.log, "a") as f:
             f.write(repr(sorted(config.items())) + "\n")
         return self.inner(config)
 
 
+@pytest.mark.slow
 def test_an_evaluator_killed_mid_trial_costs_only_that_trial(tmp_path):
     space = random_space(10, seed=7)
     reference = tune_space(space, FlakyEvaluation(space, tmp_path / "ref.log", None), workers=0)
@@ -103,6 +101,7 @@ def test_an_evaluator_killed_mid_trial_costs_only_that_trial(tmp_path):
     assert lost["config"][0].as_py() == space.config(victim).key()
 
 
+@pytest.mark.slow
 def test_evaluators_that_keep_dying_stop_the_run_with_an_error(tmp_path):
     space = random_space(6, seed=7)
     reference = tune_space(space, FlakyEvaluation(space, tmp_path / "ref.log", None), workers=0)
@@ -173,6 +172,7 @@ class SlowSpeculation:
         return 0.9
 
 
+@pytest.mark.slow
 def test_in_flight_work_is_cancelled_when_the_run_stops():
     # One conv group: if its type-wise trial meets, the strategy is done; speculation has meanwhile
     # started the op-wise fallbacks (slow), which can no longer be committed and must be cancelled.
@@ -214,8 +214,7 @@ tune_space(space, lambda c: 1.0, workers=1)
 assert ray.is_initialized(), "the run shut down a Ray it did not start"
 print("ok")
 """
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=own_ray_env())
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().endswith("ok")
 

@@ -9,6 +9,8 @@ from raytune_inc import AccuracyCriterion, tune
 from raytune_inc.examples.encoder import SENTENCES, EmbeddingFidelity, calibration_batches, pretrained_model, tokenize
 from raytune_inc.pytorch.ops import discover_ops
 
+pytestmark = pytest.mark.slow  # loads all-MiniLM-L6-v2 and tunes it
+
 LAYER_LINEARS = (
     "attention.self.query",
     "attention.self.key",

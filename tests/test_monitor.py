@@ -73,7 +73,7 @@ def test_ray_metrics_get_every_trial(monkeypatch):
     fakes = {name: FakeMetric() for name in names}
     monkeypatch.setattr(monitor, "_METRICS", fakes)
     space = random_space(20, seed=3)
-    res = tune_space(space, Flaky(space, seed=3, cost=0.01), workers=3)
+    res = tune_space(space, Flaky(space, seed=3, cost=0.05), workers=3)  # long enough that all three evaluators take work
     expected = history_counts(res.history)
     assert expected["errored"] > 0 and expected["wasted"] > 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+from helpers import committed
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,10 +20,6 @@ from raytune_inc.synthetic import AdditiveLossEvaluation, random_space
 
 def make_run(space, evaluate, strategy, tolerable_loss, max_trials, baseline=None):
     return TuningRun(space, evaluate, strategy, AccuracyCriterion(tolerable_loss), ("bf16", "fp16", "int8"), max_trials, 0, baseline)
-
-
-def trials_of(run):
-    return [(t.config, t.accuracy, t.meets, t.stage) for t in run.result().trials]
 
 
 @settings(max_examples=150, deadline=None)
@@ -46,7 +43,7 @@ def test_any_number_of_workers_commits_what_the_sequential_walk_commits(
     SequentialExecutor().run(sequential)
     parallel = make_run(space, evaluate, strategy, tolerable_loss, max_trials, baseline)
     simulate(parallel, workers)
-    assert trials_of(parallel) == trials_of(sequential)
+    assert committed(parallel.result()) == committed(sequential.result())
     assert parallel.result().config == sequential.result().config
     assert parallel.result().stop_reason == sequential.result().stop_reason
     if workers == 1:

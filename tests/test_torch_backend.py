@@ -163,6 +163,7 @@ def test_bad_input_fails_before_any_evaluator_starts(net, data, monkeypatch):
         tune(net, 3, [data[:4]], workers=0)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("ray_local")
 def test_parallel_model_tuning_commits_what_the_sequential_one_commits(net, data):
     eval_fn = agreement(net, data)
@@ -208,6 +209,7 @@ class ThreadsSeen:
             return float(model(self.x).abs().mean() > 0)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("ray_local")
 def test_one_pool_holds_evaluators_of_several_shares_each_with_its_threads(net, data, tmp_path):
     from raytune_inc import Workers

@@ -2,7 +2,7 @@
 
 from .auto_mixed_precision import AutoMixedPrecisionStrategy
 from .base import Candidate, ForkablePlan, Outcome, Plan, Strategy, get_strategy, known_strategies, register_strategy
-from .conservative import ConservativeStrategy, op_type_order
+from .conservative import ConservativeStrategy, is_op_wise, op_type_order
 
 __all__ = [
     "AutoMixedPrecisionStrategy",
@@ -13,6 +13,7 @@ __all__ = [
     "ForkablePlan",
     "Strategy",
     "get_strategy",
+    "is_op_wise",
     "known_strategies",
     "op_type_order",
     "register_strategy",

@@ -13,6 +13,7 @@ from ..space import FP32, TuningSpace
 from .base import Candidate, Plan, Strategy, register_strategy
 
 MIXED_PRECISIONS = ("bf16", "fp16")
+MODEL_WISE, FALLBACK, ACCUMULATED_FALLBACK = "model-wise", "fallback", "accumulated fallback"  # the stages 1, 2 and 3
 
 
 def target_precision(precisions: tuple[str, ...]) -> str:
@@ -38,7 +39,7 @@ class AutoMixedPrecisionStrategy(Strategy):
         target = target_precision(precisions)
         capable = [op.name for op in space if op.supports(target)]
         stage1 = space.all_fp32().replace(capable, target)
-        outcome = yield Candidate(stage1, "model-wise")
+        outcome = yield Candidate(stage1, MODEL_WISE)
         if outcome.meets:
             return
 
@@ -48,7 +49,7 @@ class AutoMixedPrecisionStrategy(Strategy):
             candidate = stage1.replace((name,), FP32)
             if candidate.is_all_fp32:
                 continue
-            outcome = yield Candidate(candidate, "fallback")
+            outcome = yield Candidate(candidate, FALLBACK)
             impact[name] = outcome.accuracy
             if outcome.meets:
                 return
@@ -58,6 +59,6 @@ class AutoMixedPrecisionStrategy(Strategy):
             candidate = stage1.replace(ranking[:k], FP32)
             if candidate.is_all_fp32:
                 continue
-            outcome = yield Candidate(candidate, "accumulated fallback")
+            outcome = yield Candidate(candidate, ACCUMULATED_FALLBACK)
             if outcome.meets:
                 return

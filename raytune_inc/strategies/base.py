@@ -1,18 +1,16 @@
-"""What a strategy is: a pure sequential generator of candidate configs.
+"""What a strategy is: a name, a check of a run's inputs, and a plan: its sequential walk over candidate configs.
 
-A strategy yields a `Candidate`, is sent back the `Outcome` of its config, decides,
-and yields the next. It never sees Ray, torch, Arrow or the clock, and it knows
-nothing of dedupe, max_trials or timeouts: the driver applies those. Its result is
-the last candidate it was told meets the goal (the accepted config of
-conservative, the first that meets of auto mixed precision), so a run stopped
-early still has one.
+A plan gives a `Candidate`, is sent back the `Outcome` of its config, decides, and gives
+the next. It never sees Ray, torch, Arrow or the clock, and it knows nothing of dedupe,
+max_trials or timeouts: the committed path applies those. The run's result is the last
+candidate the plan was told meets the goal (the accepted config of conservative, the
+first that meets of auto mixed precision), so a run stopped early still has one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 from ..criterion import AccuracyCriterion
 from ..space import Config, TuningSpace
@@ -34,16 +32,29 @@ class Outcome:
     meets: bool
 
 
-Plan = Generator[Candidate, Outcome, None]
+class Plan(Protocol):
+    """What `Strategy.plan` returns: the strategy's walk, driven as a generator is.
+
+    `next(plan)` starts it and gives the first candidate; `plan.send(outcome)` gives the
+    next one, for the outcome of the last; StopIteration ends the walk; `close()` abandons
+    it. A generator function's generator is a plan (auto mixed precision's is one); so is a
+    `ForkablePlan` (conservative's), which can also be forked.
+    """
+
+    def __next__(self) -> Candidate: ...
+
+    def send(self, outcome: Outcome | None) -> Candidate: ...
+
+    def close(self) -> None: ...
 
 
 class ForkablePlan:
-    """A plan whose position can be copied: a plan object with a generator's `next`/`send`/`close`, plus `fork()`.
+    """A plan whose position can be copied: a generator's `next`/`send`/`close`, plus `fork()`.
 
-    A strategy may return one from `plan` instead of a generator. The speculation then forks the
-    plan where the committed path stands instead of replaying the strategy from its first step
-    for every branch it looks at, which keeps the driver's cost per trial flat in long runs.
-    `send(None)` (or `next`) starts it; a finished plan raises StopIteration on every call.
+    The speculation forks such a plan where the committed path stands instead of replaying
+    the strategy from its first step for every branch it looks at (a generator cannot be
+    copied), which keeps the driver's cost per trial flat in long runs. `send(None)` (or
+    `next`) starts it; a finished plan raises StopIteration on every call.
     """
 
     def __iter__(self) -> ForkablePlan:
@@ -75,6 +86,7 @@ class Strategy:
         """Raise ValueError if this strategy has nothing to tune in `space` with `precisions`."""
 
     def plan(self, space: TuningSpace, precisions: tuple[str, ...], criterion: AccuracyCriterion) -> Plan:
+        """A new plan (see `Plan`): a generator function may simply be written here."""
         raise NotImplementedError
 
     def options(self) -> dict:

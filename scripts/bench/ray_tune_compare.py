@@ -39,7 +39,7 @@ cost (seconds of sleep per call) and each number of workers:
   same N configs (checked), after the baseline evaluation, and at 4 workers also runs speculative evaluations
   that may not be committed.
 
-Ray is started once, as `scripts/bench_driver.py` does, and each tool runs once, unrecorded, before the
+Ray is started once, as driver.py does, and each tool runs once, unrecorded, before the
 measurements (the first run in a process pays one-off costs: imports and registrations in Ray's workers).
 Each cell is repeated `--repeats` times; within a repeat both tools run, Ray Tune first in odd repeats and
 raytune-inc first in even ones. The table has the median over repeats and the min-max spread of the wall time.
@@ -51,7 +51,7 @@ evaluations that finished: baseline and speculative ones included). *per trial* 
 cost 0: wall / trials). *start-up* = from the call to the first evaluation's start (raytune-inc's own
 `startup_time`, to the first dispatch, is in `raw` as `startup_reported_s`). *steady per trial* leaves
 start-up and tear-down out: at cost 0 the median time between consecutive results (raytune-inc: between
-committed trials, `commit_intervals_ms` as in `scripts/bench_driver.py`; Ray Tune: between trial ends, in
+committed trials, `commit_intervals_ms` as in driver.py; Ray Tune: between trial ends, in
 time order); at cost > 0, (last result's end - first evaluation's start - ideal) / trials. *tear-down* is
 from the last result (raytune-inc: the last committed one) to the call's return. `raw` also has `processes`,
 how many worker processes ran evaluations (Ray Tune: distinct trial pids; raytune-inc: distinct evaluators),
@@ -66,17 +66,15 @@ with several workers it can only overlap evaluations by speculating on outcomes.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
-import json
 import logging
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 
 import ray
+from common import command_line, machine, spread_text, write_json
 
 from raytune_inc import tune_space
 from raytune_inc.space import PRECISION_CODES
@@ -84,8 +82,8 @@ from raytune_inc.synthetic import AdditiveLossEvaluation, random_space
 
 try:
     from ray import tune
-except ImportError as exc:  # ray without its tune extra
-    raise SystemExit(f'Ray Tune is not installed ({exc}); install it with: pip install -e ".[bench]"') from None
+except ImportError as exc:  # ray without its tune extra: main() says so, after --help
+    tune, TUNE_MISSING = None, str(exc)
 
 TITLE = "Ray Tune vs raytune-inc: per-trial overhead on the same configs"
 COLUMNS = [
@@ -94,7 +92,7 @@ COLUMNS = [
     "tool",
     "trials",
     "evaluations",
-    "wall s (median, min-max)",
+    "wall s (median, min – max)",
     "ideal s",
     "start-up s",
     "tear-down s",
@@ -200,7 +198,7 @@ def run_ours(space, evaluate: AdditiveLossEvaluation, workers: int, reference: l
         call_start,
         [r["start_time"].timestamp() for r in done],
         [r["end_time"].timestamp() for r in done],
-        [r["end_time"].timestamp() for r in committed],  # commit_intervals_ms of scripts/bench_driver.py
+        [r["end_time"].timestamp() for r in committed],  # commit_intervals_ms of driver.py
         **m,
         processes=len({r["worker"] for r in done}),
         startup_reported_s=res.startup_time,
@@ -225,7 +223,7 @@ def summary_row(ms: list[dict]) -> list[str]:
         m0["tool"],
         str(m0["trials"]),
         fmt(med("evaluations_done"), 0),
-        f"{statistics.median(walls):.2f} ({min(walls):.2f}-{max(walls):.2f})",
+        spread_text(walls, "{:.2f}".format),
         f"{med('ideal_s'):.2f}",
         f"{med('startup_s'):.2f}",
         f"{max(0.0, med('teardown_s')):.2f}",  # raytune-inc's is a few ms below 0: its wall time is taken on another clock
@@ -302,11 +300,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.repeats < 1 or any(w < 1 for w in args.workers) or any(c < 0 for c in args.costs):
         parser.error("--repeats and --workers must be >= 1, --costs >= 0")
-    command = (
-        f".venv/bin/python scripts/bench/ray_tune_compare.py --ops {args.ops} --seed {args.seed} "
-        f"--costs {' '.join(f'{c:g}' for c in args.costs)} --workers {' '.join(map(str, args.workers))} --repeats {args.repeats}"
-        f"{'' if args.reuse_actors else ' --no-reuse-actors'} --out {args.out}"
-    )
+    if tune is None:
+        raise SystemExit(f'Ray Tune is not installed ({TUNE_MISSING}); install it with: pip install -e ".[bench]"')
+    out = {"part": "ray_tune", "title": TITLE, "command": command_line(), "machine": machine("ray", "torch")}
 
     # Read by Ray Tune in this process when a Tuner runs, and by the trial actors (RAY_CHDIR_TO_TRIAL_DIR,
     # hence before Ray starts its worker processes).
@@ -368,25 +364,7 @@ def main() -> None:
     print()
     for note in notes:
         print("-", note)
-    out = {
-        "part": "ray_tune",
-        "title": TITLE,
-        "command": command,
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "ray": ray.__version__,
-            "torch": importlib.metadata.version("torch"),
-        },
-        "columns": COLUMNS,
-        "rows": rows,
-        "notes": notes,
-        "raw": raw,
-    }
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=1)
+    write_json(args.out, out | {"columns": COLUMNS, "rows": rows, "notes": notes, "raw": raw})
     print(f"\nwritten to {args.out}", file=sys.stderr)
 
 

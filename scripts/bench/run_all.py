@@ -3,14 +3,14 @@
     .venv/bin/python scripts/bench/run_all.py [--quick] [--parts inc,speculation,ray_tune,scaling]
         [--out-dir runs/bench] [--markdown BENCHMARKS.md]
 
-Parts, each a script of its own that can also run alone (their commands are in BENCHMARKS.md):
+Parts, each a script of this folder that can also run alone (their commands are in BENCHMARKS.md):
 - inc: Intel Neural Compressor 2.6's conservative strategy vs ours (workers=0, one process each, the same
-  models, eval functions, calibration data and criterion), through scripts/bench_backend.py; INC runs in
-  `.venv-inc`, made by scripts/bench/setup_inc.sh (run here if it is missing).
-- speculation: sequential (workers=0) vs speculative at 1, 2, 4, 8 workers, through scripts/bench_driver.py.
-- ray_tune: Ray Tune running the same configs as trials vs our driver (scripts/bench/ray_tune_compare.py;
+  models, eval functions, calibration data and criterion), through backend.py; INC runs in
+  `.venv-inc`, made by setup_inc.sh (run here if it is missing).
+- speculation: sequential (workers=0) vs speculative at 1, 2, 4, 8 workers, through driver.py.
+- ray_tune: Ray Tune running the same configs as trials vs our driver (ray_tune_compare.py;
   needs the `bench` extra, `pip install -e ".[bench]"`, installed here if missing).
-- scaling: time per trial and memory against the number of ops and the history length (scripts/bench/scaling.py).
+- scaling: time per trial and memory against the number of ops and the history length (scaling.py).
 
 The raw figures of each part, one row per measurement, go to `<results>/<part>.csv` and
 `<results>/<part>.arrow` (Arrow IPC file), with each script's own JSON and the machine and date
@@ -26,49 +26,17 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from common import ROOT, machine, ms, quartiles_text, spread_text
+
+HERE = Path(__file__).resolve().parent
 PY = sys.executable
 PARTS = ("inc", "speculation", "ray_tune", "scaling")
-
-
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = "unknown"
-    try:
-        kib = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
-        mem = f"{kib / 2**20:.1f} GiB"
-    except (OSError, IndexError, ValueError):
-        pass
-    versions = {}
-    for name in ("ray", "torch", "torchao", "pyarrow", "numpy"):
-        try:
-            versions[name] = __import__(name).__version__
-        except Exception:  # noqa: BLE001 - a missing package is reported as such
-            versions[name] = "not installed"
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory": mem,
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-        **versions,
-    }
-
 
 RENDER_ONLY = False  # --render: the parts' outputs of the last run are read again, nothing is run
 
@@ -79,9 +47,8 @@ def run(command: list[str], log: Path) -> float:
         return 0.0
     print(f"$ {' '.join(command)}", flush=True)
     start = time.perf_counter()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with open(log, "w") as out:
-        proc = subprocess.run(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.run(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     elapsed = time.perf_counter() - start
     if proc.returncode:
         tail = log.read_text()[-4000:]
@@ -96,25 +63,15 @@ def relative(command: list[str]) -> str:
     )
 
 
-def ms(seconds: float) -> str:
-    return f"{seconds * 1e3:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
-
-
-def spread_text(values: list[float], fmt=ms) -> str:
-    if len(values) == 1:
-        return fmt(values[0])
-    return f"{fmt(statistics.median(values))} ({fmt(min(values))} – {fmt(max(values))})"
-
-
 # --- inc ---------------------------------------------------------------------------------------------------
 
 
 def inc_part(args, out: Path) -> dict:
     if not (ROOT / ".venv-inc" / "bin" / "python").exists():
-        run(["bash", str(ROOT / "scripts" / "bench" / "setup_inc.sh")], out / "setup_inc.log")
+        run(["bash", str(HERE / "setup_inc.sh")], out / "setup_inc.log")
     raw_json = args.results_dir / "backend.json"
     models = "three-layer,digits-cnn" + ("" if args.quick else ",minilm")
-    command = [PY, str(ROOT / "scripts" / "bench_backend.py"), "--skip-memory", "--models", models, "--out", str(raw_json)]
+    command = [PY, str(HERE / "backend.py"), "--skip-memory", "--models", models, "--out", str(raw_json)]
     command += ["--rounds", "1", "--repeats", "2"] if args.quick else ["--rounds", "2", "--repeats", "3", "--encoder-repeats", "1"]
     run(command, out / "inc.log")
     report = json.loads(raw_json.read_text())
@@ -137,7 +94,7 @@ def inc_part(args, out: Path) -> dict:
                     tool,
                     spread_text(walls),
                     ", ".join(map(str, trials)),
-                    f"{ms(overhead['median'])} ({ms(overhead['q1'])} – {ms(overhead['q3'])})",
+                    quartiles_text(overhead),
                     f"{summary['baseline_accuracy']:.4f}",
                     accuracy,
                     str(result["int8_ops"] if result else 0),
@@ -217,7 +174,7 @@ def inc_part(args, out: Path) -> dict:
 
 def speculation_part(args, out: Path) -> dict:
     raw_json = args.results_dir / "driver.json"
-    command = [PY, str(ROOT / "scripts" / "bench_driver.py"), "--out", str(raw_json)]
+    command = [PY, str(HERE / "driver.py"), "--out", str(raw_json)]
     command += ["--spaces", "2", "--overhead-spaces", "2"] if args.quick else ["--spaces", "3", "--repeats", "2"]
     run(command, out / "speculation.log")
     report = json.loads(raw_json.read_text())
@@ -295,7 +252,7 @@ def ensure_ray_tune(out: Path) -> None:
 
 def script_part(name: str, script: str, args, out: Path, quick: list[str]) -> dict:
     raw_json = args.results_dir / f"{name}-report.json"
-    command = [PY, str(ROOT / "scripts" / "bench" / script), "--out", str(raw_json), *(quick if args.quick else [])]
+    command = [PY, str(HERE / script), "--out", str(raw_json), *(quick if args.quick else [])]
     run(command, out / f"{name}.log")
     report = json.loads(raw_json.read_text())
     report["command"] = relative(command)
@@ -369,7 +326,10 @@ def main() -> None:
     if args.render:
         info = json.loads((results / "run.json").read_text())
     else:
-        info = {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine()}
+        info = {
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": machine("ray", "torch", "torchao", "pyarrow", "numpy"),
+        }
     start = time.perf_counter()
     reports = []
     for part in parts:

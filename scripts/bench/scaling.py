@@ -7,16 +7,16 @@ Ops axis: a random space of each `--ops` size (`random_space(n, seed=0)`), the z
 `AdditiveLossEvaluation(space, seed=0)`, conservative, `--max-trials` (enough for every run to
 finish). Per size and repeat: the in-process run's wall time per committed trial (workers=0);
 the same with `checkpoint=` (and the history's bytes per evaluation on disk); the history
-append itself (`scripts/bench_history.py`'s `append_cost`: one `save()` timed, median of
+append itself (history.py's `append_cost`: one `save()` timed, median of
 `--appends`); the driver's own CPU per trial at 4 workers on the virtual clock
 (`simulate(run, 4)`, the driver thread's CPU time); and, on Ray (started once, after the
 in-process measurements), the median time between consecutive commits at 1 and 4 workers
-(`scripts/bench_driver.py`'s `commit_intervals_ms`). Once per size: the peak Python allocation
+(driver.py's `commit_intervals_ms`). Once per size: the peak Python allocation
 (tracemalloc) of a workers=0 run and of the simulated 4-worker run, and the resident memory
 growth of the first untraced workers=0 run (RSS after - before, /proc/self/statm).
 
 History axis: a history of each `--history` trial count, written once under
-runs/bench/cache/ by `scripts/bench_history.py`'s `long_history` (a space of trials / 2.5
+runs/bench/cache/ by history.py's `long_history` (a space of trials / 2.5
 ops where every whole-type trial fails, so conservative goes op by op, stopped by
 max_trials); per repeat: `load_history` and a resume that evaluates nothing; once: the
 Python (tracemalloc) and Arrow (memory pool) peaks of each, and the directory size.
@@ -30,31 +30,23 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
-import json
 import os
-import platform
-import shlex
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 import tracemalloc
 from pathlib import Path
 
 import pyarrow as pa
+from common import ROOT, command_line, dir_bytes, machine, rss_bytes, spread_text, write_json
+from driver import commit_intervals_ms
+from history import append_cost, long_history, never
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))  # bench_driver, bench_history: scripts, not modules of the package
-
-from bench_driver import commit_intervals_ms  # noqa: E402
-from bench_history import append_cost, long_history, never  # noqa: E402
-
-from raytune_inc import load_history, tune_space  # noqa: E402
-from raytune_inc.checkpoint import HistoryError  # noqa: E402
-from raytune_inc.run import TuningRun  # noqa: E402
-from raytune_inc.simulation import simulate  # noqa: E402
-from raytune_inc.synthetic import AdditiveLossEvaluation, random_space  # noqa: E402
+from raytune_inc import HistoryError, load_history, tune_space
+from raytune_inc.run import TuningRun
+from raytune_inc.simulation import simulate
+from raytune_inc.synthetic import AdditiveLossEvaluation, random_space
 
 PRECISIONS = ("bf16", "fp16", "int8")
 CACHE = ROOT / "runs" / "bench" / "cache"
@@ -62,11 +54,6 @@ MB = 1e6
 
 
 # --- measuring -----------------------------------------------------------------------------------------------
-
-
-def rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def python_peak(fn):
@@ -99,24 +86,9 @@ def arrow_peak(fn):
             ctypes.pythonapi.Py_IncRef(ctypes.py_object(proxy))
 
 
-def dir_bytes(directory: Path) -> int:
-    return sum(p.stat().st_size for p in directory.iterdir() if p.is_file())
-
-
-def spread(values: list[float], fmt: str = "{:.3g}") -> str:
-    if len(values) == 1:
-        return fmt.format(values[0])
-    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))} – {fmt.format(max(values))})"
-
-
 def fmt_ms(x: float) -> str:
+    """Milliseconds without the unit, to 3 significant digits or so."""
     return f"{x:.3f}" if x < 1 else f"{x:.2f}" if x < 100 else f"{x:.0f}"
-
-
-def spread_ms(values: list[float]) -> str:
-    if len(values) == 1:
-        return fmt_ms(values[0])
-    return f"{fmt_ms(statistics.median(values))} ({fmt_ms(min(values))} – {fmt_ms(max(values))})"
 
 
 def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
@@ -168,9 +140,9 @@ def run_simulated(n_ops: int, max_trials: int, workers: int = 4) -> tuple[Tuning
 
 def ops_in_process(n_ops: int, repeat: int, max_trials: int, appends: int, raw: Raw, reference: dict) -> None:
     gc.collect()
-    before = rss()
+    before = rss_bytes()
     res, wall = run_in_process(n_ops, max_trials)
-    grown = rss() - before
+    grown = rss_bytes() - before
     trials = len(res.trials)
     if res.stop_reason != "finished":
         print(f"  note: {n_ops} ops stopped by {res.stop_reason} after {trials} trials", flush=True)
@@ -254,9 +226,9 @@ def ops_rows(sizes: list[int], raw: Raw) -> list[list[str]]:
             elif metric == "history_bytes_per_evaluation":
                 row.append(f"{statistics.median(values):.0f}")
             elif metric.endswith(("per_trial", "per_evaluation", "last_tenth", "interval")):
-                row.append(spread_ms(values))
+                row.append(spread_text(values, fmt_ms))
             else:
-                row.append(spread(values, "{:.2f}"))
+                row.append(spread_text(values, "{:.2f}".format))
         rows.append(row)
     return rows
 
@@ -420,11 +392,11 @@ def history_rows(sizes: list[int], raw: Raw) -> list[list[str]]:
             if metric in ("rows", "bytes_per_row"):
                 row.append(f"{values[0]:.0f}")
             elif metric in ("load_history", "resume"):
-                row.append(spread(values, "{:.3f}"))
+                row.append(spread_text(values, "{:.3f}".format))
             elif metric == "resume_per_trial":
-                row.append(spread_ms(values))
+                row.append(spread_text(values, fmt_ms))
             else:
-                row.append(spread(values, "{:.1f}"))
+                row.append(spread_text(values, "{:.1f}".format))
         rows.append(row)
     return rows
 
@@ -446,7 +418,7 @@ def history_notes(sizes: list[int], raw: Raw) -> list[str]:
                 parts.append(f"{label} {statistics.median(b) / statistics.median(a):.1f}x")
         notes.append(f"From {lo} to {hi} trials ({hi / lo:.0f}x; the space grows with them, trials / 2.5 ops): " + ", ".join(parts) + ".")
     notes.append(
-        "Histories from scripts/bench_history.py's long_history (conservative, every whole-type trial fails so it goes op by op, "
+        "Histories from scripts/bench/history.py's long_history (conservative, every whole-type trial fails so it goes op by op, "
         "stopped by max_trials), written once under runs/bench/cache/; each row's config key holds one byte per op, so bytes per row "
         "grow with the space. The resume loads, replays the strategy against the recorded results and builds the result; it "
         "evaluates nothing (checked)."
@@ -461,12 +433,6 @@ def history_notes(sizes: list[int], raw: Raw) -> list[str]:
 # --- main ----------------------------------------------------------------------------------------------------
 
 
-def command_line() -> str:
-    script = Path(sys.argv[0]).resolve()
-    shown = os.path.relpath(script, ROOT) if script.is_relative_to(ROOT) else str(script)
-    return " ".join([".venv/bin/python", shown, *map(shlex.quote, sys.argv[1:])])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ops", type=int, nargs="*", default=[10, 50, 100, 200, 500])
@@ -479,6 +445,7 @@ def main() -> None:
     ops, history = sorted(set(args.ops)), sorted(set(args.history))
     raw = Raw()
     started = time.perf_counter()
+    report = {"part": "scaling", "command": command_line(), "machine": machine("ray", "pyarrow")}
 
     sections = []
     if ops:
@@ -528,24 +495,7 @@ def main() -> None:
     for section in sections:
         for note in section["notes"]:
             print(f"- {note}")
-    import ray
-
-    report = {
-        "part": "scaling",
-        "command": command_line(),
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "ray": ray.__version__,
-            "pyarrow": pa.__version__,
-        },
-        "sections": sections,
-        "raw": raw.rows,
-    }
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=1)
+    write_json(args.out, report | {"sections": sections, "raw": raw.rows})
     print(f"wrote {args.out} in {time.perf_counter() - started:.0f} s", flush=True)
 
 

@@ -1,14 +1,14 @@
 """Benchmark of the PyTorch backend: per-trial cost outside the evaluation, beside INC 2.6; evaluator memory.
 
-    PYTHONPATH=. .venv/bin/python scripts/bench_backend.py [--rounds 2] [--repeats 5] [--threads 1]
+    .venv/bin/python scripts/bench/backend.py [--rounds 2] [--repeats 5] [--threads 1]
         [--models three-layer,digits-cnn,minilm] [--encoder-repeats 1] [--encoder-max-trials 100]
-        [--inc-python .venv-inc/bin/python] [--skip-inc] [--out runs/bench_backend.json]
+        [--inc-python .venv-inc/bin/python] [--skip-inc] [--skip-memory] [--out runs/bench/backend.json]
 
-Part 1, per-trial overhead. On each model (scripts/bench/inc_example.py's three-layer model, the digits CNN
-of scripts/bench/digits_example.py and the MiniLM sentence encoder of scripts/bench/encoder_example.py, with
+Part 1, per-trial overhead. On each model (inc_example.py's three-layer model, the digits CNN of
+digits_example.py and the MiniLM sentence encoder of encoder_example.py, all in this folder, with
 their evaluation and calibration data), `tune(model, eval_fn,
 calib_inputs, strategy="conservative", precisions=("int8",), workers=0)` runs `--repeats` times, and INC 2.6's
-conservative strategy runs `--repeats` fits through scripts/bench/inc_conservative.py in `.venv-inc` (a
+conservative strategy runs `--repeats` fits through inc_conservative.py in `.venv-inc` (a
 subprocess), alternately (ours, INC, ours, INC, ... `--rounds` times each). Both time a trial the same way: the
 eval function is wrapped, and a trial's overhead is the time from the end of one evaluation to the start of
 the next (for ours: build = deepcopy + torchao, strategy and bookkeeping; calibration runs once per run, before
@@ -33,31 +33,31 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import gc
+import importlib
 import json
 import os
-import platform
-import resource
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import types
 import warnings
+from pathlib import Path
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BENCH = os.path.join(ROOT, "scripts", "bench")
-sys.path[:0] = [ROOT, BENCH]
+import torch
+from common import ROOT, machine, ms, peak_rss_bytes, quartiles_text, rss_bytes, spread, timed, timed_phase, write_json
+from torch import nn
 
-import torch  # noqa: E402
-from timing import spread, timed, timed_phase  # noqa: E402 (scripts/bench, shared with INC's side)
-from torch import nn  # noqa: E402
+from raytune_inc import AccuracyCriterion
+from raytune_inc.pytorch import evaluation, precisions
+from raytune_inc.pytorch.modules import CONVOLUTIONS
+from raytune_inc.pytorch.tune import tune
 
-from raytune_inc import AccuracyCriterion  # noqa: E402
-from raytune_inc import torch_backend as tb  # noqa: E402
-from raytune_inc.model_tuner import tune  # noqa: E402
+HERE = Path(__file__).resolve().parent
+LAYERS = (nn.Linear, *CONVOLUTIONS)  # the modules whose live count tells the copies of a model alive
 
 # name -> (module in scripts/bench, --models key)
 MODELS = {
@@ -75,12 +75,14 @@ def instrument_ours() -> None:
     torchao's quantize_ (int8 Linear) and the int8 Conv emulation."""
     import torchao.quantization as tq
 
-    tb.calibrate = timed_phase(tb.calibrate, "calibrate")
-    tb.apply_config = timed_phase(tb.apply_config, "build")
-    # only the backend's own top-level deepcopy, not copy's recursive calls
-    tb.copy = types.SimpleNamespace(deepcopy=timed_phase(copy.deepcopy, "deepcopy"), copy=copy.copy)
-    tq.quantize_ = timed_phase(tq.quantize_, "torchao_quantize")
-    tb.int8_conv = timed_phase(tb.int8_conv, "int8_conv")
+    evaluation.calibrate = timed_phase(evaluation.calibrate, "calibrate")
+    evaluation.apply_config = timed_phase(evaluation.apply_config, "build")
+    # only apply_config's own top-level deepcopy, not copy's recursive calls
+    evaluation.copy = types.SimpleNamespace(deepcopy=timed_phase(copy.deepcopy, "deepcopy"), copy=copy.copy)
+    tq.quantize_ = timed_phase(tq.quantize_, "torchao_quantize")  # imported from there at each int8 Linear
+    conv = timed_phase(precisions.int8_conv, "int8_conv")
+    handlers = precisions._HANDLERS  # the registry holds the function itself: replace its handler
+    handlers[:] = [dataclasses.replace(h, lower=conv) if h.lower is precisions.int8_conv else h for h in handlers]
 
 
 def ours_once(mod) -> dict:
@@ -121,7 +123,8 @@ def ours_block(mod, repeats: int) -> list[dict]:
 
 def inc_block(module: str, args, tmp: str, tag: str, repeats: int, max_trials: int = 100) -> dict:
     out = os.path.join(tmp, f"inc-{module}-{tag}.json")
-    cmd = [args.inc_python, os.path.join(BENCH, "inc_conservative.py"), "--path", ROOT]
+    # .venv-inc has no raytune-inc installed: --path puts the repository on its sys.path (digits_example imports the package)
+    cmd = [args.inc_python, str(HERE / "inc_conservative.py"), "--path", str(ROOT)]
     cmd += ["--model", f"{module}:model", "--eval", f"{module}:evaluate", "--calib", f"{module}:calib_data"]
     cmd += ["--repeats", str(repeats), "--max-trials", str(max_trials), "--threads", str(args.threads), "--out", out]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
@@ -163,8 +166,8 @@ def summarize_inc(reports: list[dict]) -> dict:
         "baseline_accuracy": last["baseline_accuracy"],
         "result": last["result"],
         "best_trial_accuracy": max(t["accuracy"] for t in trials),
-        "gc_tracked_objects": reports[-1]["versions"]["gc_tracked_objects"],
-        "versions": reports[-1]["versions"],
+        "gc_tracked_objects": reports[-1]["gc_tracked_objects"],
+        "machine": reports[-1]["machine"],
         "block_medians_s": [rep["summary"]["overhead_per_trial_s"]["median"] for rep in reports],
     }
 
@@ -172,25 +175,17 @@ def summarize_inc(reports: list[dict]) -> dict:
 # --- part 2: evaluator memory ----------------------------------------------------------------------------
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-
-
 class RssProbe:
     """eval_fn wrapper: appends this process's peak and current RSS to <dir>/<pid>.jsonl once it has the
-    evaluation (model included: unpickled before this wrapper) and after each call."""
+    evaluation (model included: unpickled before this wrapper) and after each call. It goes to the evaluators
+    by value (this is __main__); `common` it imports there: Ray puts this script's folder on their sys.path."""
 
     def __init__(self, eval_fn, out_dir: str):
         self.eval_fn, self.out_dir, self.calls = eval_fn, out_dir, 0
 
     def _write(self, row: dict) -> None:
         with open(os.path.join(self.out_dir, f"{os.getpid()}.jsonl"), "a") as f:
-            f.write(json.dumps({**row, "maxrss_bytes": _peak_rss_bytes(), "rss_bytes": _rss_bytes()}) + "\n")
+            f.write(json.dumps({**row, "maxrss_bytes": peak_rss_bytes(), "rss_bytes": rss_bytes()}) + "\n")
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -205,7 +200,7 @@ class RssProbe:
         # (still referenced here) and any earlier trial's not yet freed
         with warnings.catch_warnings():  # isinstance on some of torch's deprecated objects warns
             warnings.simplefilter("ignore")
-            layers = sum(isinstance(o, tb.INT8_MODULES) for o in gc.get_objects())
+            layers = sum(isinstance(o, LAYERS) for o in gc.get_objects())
         self._write({"call": self.calls, "layers_alive": layers})
         return value
 
@@ -269,7 +264,7 @@ def memory_run(name: str, model, eval_fn, calib, workers: int) -> dict:
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
     size = model_bytes(model)
-    n_layers = sum(isinstance(m, tb.INT8_MODULES) for m in model.modules())
+    n_layers = sum(isinstance(m, LAYERS) for m in model.modules())
     rows = []
     for pid, calls in evaluators.items():
         start, evals = calls[0], calls[1:]  # start: the evaluation received (model included), before any trial
@@ -323,10 +318,6 @@ def memory_part(workers: int) -> list[dict]:
 # --- report ------------------------------------------------------------------------------------------
 
 
-def ms(s: float) -> str:
-    return f"{s * 1e3:.1f} ms" if s < 1 else f"{s:.2f} s"
-
-
 def print_tables(rows: dict, memory: list[dict]) -> None:
     print("\nPer-trial overhead outside the evaluation (median, quartiles), conservative, int8")
     head = "| model | ours | INC 2.6 | INC / ours | INC without gc.collect | / ours | trials (ours, INC) | accuracy ours / INC (FP32) "
@@ -335,7 +326,7 @@ def print_tables(rows: dict, memory: list[dict]) -> None:
     print("| --- " * (head.count("|") - 1) + "|")
     for name, r in rows.items():
         o, i = r["ours"], r.get("inc")
-        ours = f"{ms(o['overhead_per_trial_s']['median'])} ({ms(o['overhead_per_trial_s']['q1'])} – {ms(o['overhead_per_trial_s']['q3'])})"
+        ours = quartiles_text(o["overhead_per_trial_s"])
         if i is None:
             print(f"| {name} | {ours} | | | | | {o['trials_per_run']} | {o['result']['accuracy']:.3f} | {o['result']['int8_ops']} |")
             continue
@@ -344,7 +335,7 @@ def print_tables(rows: dict, memory: list[dict]) -> None:
         inc_acc = f"{i['result']['accuracy']:.3f}" if i["result"] else f"none met the goal (best trial {i['best_trial_accuracy']:.3f})"
         acc = f"{o['result']['accuracy']:.3f} / {inc_acc} ({o['baseline_accuracy']:.3f})"
         print(
-            f"| {name} | {ours} | {ms(io['median'])} ({ms(io['q1'])} – {ms(io['q3'])}) | {r['ratio']:.1f}x | "
+            f"| {name} | {ours} | {quartiles_text(io)} | {r['ratio']:.1f}x | "
             f"{ms(ig['median'])} | {r['ratio_without_gc']:.1f}x | {o['trials_per_run']}, {i['trials_per_run']} | {acc} | "
             f"{o['result']['int8_ops']} / {i['result']['int8_ops'] if i['result'] else 0} |"
         )
@@ -382,12 +373,13 @@ def main() -> None:
     p.add_argument("--models", default=",".join(k for _, k in MODELS.values()), help="comma-separated subset of the models")
     p.add_argument("--encoder-repeats", type=int, default=1, help="tuning runs and fits per block on the MiniLM encoder")
     p.add_argument("--encoder-max-trials", type=int, default=100, help="INC's max_trials on the MiniLM encoder")
-    p.add_argument("--inc-python", default=os.path.join(ROOT, ".venv-inc", "bin", "python"))
+    p.add_argument("--inc-python", default=str(ROOT / ".venv-inc" / "bin" / "python"))
     p.add_argument("--skip-inc", action="store_true")
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--workers", type=int, default=2, help="evaluators of the memory run")
-    p.add_argument("--out", default="runs/bench_backend.json")
+    p.add_argument("--out", default="runs/bench/backend.json")
     args = p.parse_args()
+    machine_record = machine("torch", "torchao", "ray")
     if not args.skip_inc and not os.path.exists(args.inc_python):
         raise SystemExit(f"{args.inc_python} not found: run `bash scripts/bench/setup_inc.sh` first, or pass --skip-inc")
     torch.set_num_threads(args.threads)
@@ -395,7 +387,7 @@ def main() -> None:
     wanted = set(args.models.split(","))
     if wanted - {k for _, k in MODELS.values()}:
         raise SystemExit(f"--models: unknown {sorted(wanted - {k for _, k in MODELS.values()})}")
-    modules = {name: __import__(m) for name, (m, key) in MODELS.items() if key in wanted}
+    modules = {name: importlib.import_module(m) for name, (m, key) in MODELS.items() if key in wanted}  # modules of this folder
     repeats = {name: args.encoder_repeats if name == ENCODER else args.repeats for name in modules}
     for mod in modules.values():
         mod.model()  # the digits CNN is trained and cached here, before either side loads it
@@ -431,22 +423,16 @@ def main() -> None:
     inc_objects = next((r["inc"]["gc_tracked_objects"] for r in rows.values() if "inc" in r), "-")
     print(f"\ngc-tracked objects: our process {gc_objects}, INC's {inc_objects}")
 
-    import ray
-    import torchao
-
     report = {
         "config": vars(args),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
-        "versions": {"torch": torch.__version__, "torchao": torchao.__version__, "ray": ray.__version__},
+        "machine": machine_record,
         "threads": torch.get_num_threads(),
         "gc_tracked_objects": gc_objects,
         "overhead": rows,
         "runs": {"ours": ours, "inc": {n: [rep["runs"] for rep in reps] for n, reps in inc.items()}},
         "memory": memory,
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=1)
+    write_json(args.out, report)
     print(f"JSON: {args.out}")
 
 

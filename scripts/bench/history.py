@@ -1,6 +1,7 @@
 """Benchmark of the Arrow checkpoint: append cost per trial, and loading and replaying a long history.
 
-    python scripts/bench_history.py [--ops 40 500] [--appends 300] [--trials 10000] [--repeats 5]
+    .venv/bin/python scripts/bench/history.py [--ops 40 500] [--appends 300] [--trials 10000] [--repeats 5]
+        [--out runs/bench/history.json]
 
 Part 1: what a run with `checkpoint=` pays per evaluation on top of one without: build
 the row, write it and fsync it (the run's `save()`), median and p90 over `--appends`
@@ -15,27 +16,26 @@ called). Medians and spread.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import shutil
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from common import dir_bytes, machine, median_p90, spread_text, write_json
+
 from raytune_inc import AccuracyCriterion, load_history, tune_space
-from raytune_inc.checkpoint import HistoryStore
+from raytune_inc.history.storage import ArrowStorage
 from raytune_inc.records import Evaluation
 from raytune_inc.run import TuningRun
 from raytune_inc.synthetic import random_space
 
 
 def append_cost(n_ops: int, appends: int) -> dict:
+    """The time of one `save()` of one evaluation to a checkpoint: median and p90 over `appends` saves."""
     space = random_space(n_ops, seed=1)
     run = TuningRun(space, lambda c: 1.0, "conservative", None, ("bf16", "fp16", "int8"), 100, 0, 0.9)
     with tempfile.TemporaryDirectory() as directory:
-        run.store, _ = HistoryStore.open(directory, run.run_id, run.fingerprint, resume=False)
+        run.use_storage(ArrowStorage(directory, resume=False))
         configs = [space.all_fp32().replace(space.names[: i % n_ops + 1], "bf16") for i in range(appends)]
         times = []
         for i, config in enumerate(configs):
@@ -45,15 +45,9 @@ def append_cost(n_ops: int, appends: int) -> dict:
             start = time.perf_counter()
             run.save()
             times.append((time.perf_counter() - start) * 1e3)
-        run.store.close()
-        size = sum(p.stat().st_size for p in Path(directory).iterdir())
-    return {
-        "ops": n_ops,
-        "appends": appends,
-        "median_ms": statistics.median(times),
-        "p90_ms": statistics.quantiles(times, n=10)[-1],
-        "bytes_per_row": size / appends,
-    }
+        run.storage.close()
+        size = dir_bytes(directory)
+    return {"ops": n_ops, "appends": appends, **median_p90(times), "bytes_per_row": size / appends}
 
 
 class FallbackEverywhere:
@@ -67,6 +61,7 @@ class FallbackEverywhere:
 
 
 def long_history(directory: Path, trials: int) -> tuple:
+    """(space, tune_space arguments) of a history of `trials` committed trials in `directory`, written if missing."""
     n_ops = max(40, int(trials / 2.5))
     space = random_space(n_ops, seed=7)
     args = {"accuracy": AccuracyCriterion(0.01), "max_trials": trials, "workers": 0}
@@ -88,9 +83,9 @@ def main() -> None:
     parser.add_argument("--appends", type=int, default=300)
     parser.add_argument("--trials", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", default="runs/bench_history.json")
+    parser.add_argument("--out", default="runs/bench/history.json")
     args = parser.parse_args()
-    out: dict = {"machine": platform.platform(), "cpus": os.cpu_count(), "append": [], "replay": {}}
+    out: dict = {"machine": machine("pyarrow"), "append": [], "replay": {}}
 
     for n_ops in args.ops:
         r = append_cost(n_ops, args.appends)
@@ -104,7 +99,7 @@ def main() -> None:
     if args.trials:
         directory = Path("runs") / f"history-{args.trials}"
         space, tune_args = long_history(directory, args.trials)
-        size = sum(p.stat().st_size for p in directory.iterdir())
+        size = dir_bytes(directory)
         load, replay = [], []
         for _ in range(args.repeats):
             start = time.perf_counter()
@@ -122,15 +117,13 @@ def main() -> None:
             "load_s": load,
             "resume_s": replay,
         }
+        seconds = "{:.3f} s".format
         print(
             f"history of {table.num_rows} rows ({args.trials} trials, {len(space)} ops, {size / 1e6:.1f} MB): "
-            f"load_history median {statistics.median(load):.3f} s (min {min(load):.3f}, max {max(load):.3f}); "
-            f"resume (load, replay, result) median {statistics.median(replay):.3f} s (min {min(replay):.3f}, max {max(replay):.3f})",
+            f"load_history median {spread_text(load, seconds)}; resume (load, replay, result) median {spread_text(replay, seconds)}",
             flush=True,
         )
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=1)
+    write_json(args.out, out)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Speculation quality without Ray or sleeping: the real driver against a virtual-time pool.
 
-    python scripts/simulate_speculation.py [--workers 1 2 4 8] [--spaces 10] [--sensitive 0.15 0.08]
+    .venv/bin/python scripts/bench/simulate_speculation.py [--workers 1 2 4 8] [--spaces 10] [--sensitive 0.15 0.08]
 
 Every evaluation takes one time unit; the driver's speculation, commit order and stop
 rules are the real ones. Reports committed trials per time unit (the ceiling is the

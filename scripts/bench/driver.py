@@ -1,6 +1,7 @@
 """Benchmark of the Ray driver: speculative speedup and driver overhead.
 
-    python scripts/bench_driver.py [--cost 0.25] [--spaces 3] [--repeats 1] [--sensitive 0.15] [--out bench_driver.json]
+    .venv/bin/python scripts/bench/driver.py [--cost 0.25] [--spaces 3] [--repeats 1] [--sensitive 0.15]
+        [--overhead-spaces 5] [--out runs/bench/driver.json]
 
 Part 1: a sleep-cost evaluation (`--cost` s per call) on random spaces of 20 to 40 ops
 where most op-wise trials pass; wall time of workers=0, 1, 2, 4, 8 (Ray started once,
@@ -17,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
-import platform
 import statistics
 
 import ray
+from common import machine, median_p90, write_json
 
 from raytune_inc import tune_space
 from raytune_inc.synthetic import AdditiveLossEvaluation, random_space
@@ -67,8 +67,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--overhead-spaces", type=int, default=5)
     parser.add_argument("--sensitive", type=float, default=0.15)
-    parser.add_argument("--out", default="runs/bench_driver.json")
+    parser.add_argument("--out", default="runs/bench/driver.json")
     args = parser.parse_args()
+    report = {"machine": machine("ray", "pyarrow"), "cost_s": args.cost, "sensitive": args.sensitive}
     ray.init(num_cpus=max(8, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
 
     sizes = [20 + (20 * i) // max(1, args.spaces - 1) for i in range(args.spaces)] if args.spaces else []
@@ -95,7 +96,7 @@ def main() -> None:
         intervals = []
         for seed in range(args.overhead_spaces):
             intervals += run_once(40, 100 + seed, w, 0.0)["commit_intervals_ms"]
-        overhead[w] = {"median_ms": statistics.median(intervals), "p90_ms": statistics.quantiles(intervals, n=10)[-1], "n": len(intervals)}
+        overhead[w] = median_p90(intervals)
         print(
             f"zero-cost evaluation, workers={w}: time per committed trial median {overhead[w]['median_ms']:.2f} ms, "
             f"p90 {overhead[w]['p90_ms']:.2f} ms over {len(intervals)} trials",
@@ -121,21 +122,7 @@ def main() -> None:
         print(f"workers=1 tuning time vs workers=0 (start-up excluded): median {statistics.median(excess) * 100:+.1f}%")
     for r in speed:
         del r["committed"], r["result"], r["commit_intervals_ms"]
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(
-            {
-                "machine": platform.platform(),
-                "cpus": os.cpu_count(),
-                "cost_s": args.cost,
-                "sensitive": args.sensitive,
-                "speed": speed,
-                "speedup_median": summary,
-                "overhead": overhead,
-            },
-            f,
-            indent=1,
-        )
+    write_json(args.out, report | {"speed": speed, "speedup_median": summary, "overhead": overhead})
     ray.shutdown()
 
 

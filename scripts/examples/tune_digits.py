@@ -1,6 +1,6 @@
 """The main job: tune a CNN trained on scikit-learn's digits with conservative over int8 and bf16.
 
-    python scripts/tune_digits.py [--workers 2] [--tolerable-loss 0.01] [--checkpoint DIR] [--resume]
+    .venv/bin/python scripts/examples/tune_digits.py [--workers 2] [--tolerable-loss 0.01] [--checkpoint DIR] [--resume]
 
 Trains the model once (cached in runs/), tunes it on a local Ray instance, prints the
 per-op result, baseline vs tuned accuracy, model size and latency, and writes the
@@ -9,12 +9,13 @@ Arrow history.
 
 from __future__ import annotations
 
+from job import job_parser, median_ms, state_dict_bytes, tune_job  # job.py: this folder is first on sys.path
+
 from raytune_inc.examples.digits import TestAccuracy, calibration_batches, dataset, trained_model
-from raytune_inc.examples.job import job_arguments, median_ms, state_dict_bytes, tune_job
 
 
 def main() -> None:
-    args = job_arguments(__doc__.splitlines()[0], "digits")
+    args = job_parser(__doc__.splitlines()[0], "digits").parse_args()
     model = trained_model()
     eval_fn = TestAccuracy()
     res, elapsed = tune_job(model, eval_fn, calibration_batches(), args)

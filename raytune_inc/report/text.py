@@ -1,0 +1,133 @@
+"""The plain-text report of a history: its facts as label/value pairs, the aligned table of its committed
+trials, and `history_summary` (what `raytune-inc history DIR` prints)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+
+from ..criterion import AccuracyCriterion
+from ..records import CANCELLED, ERROR, LOST
+from ..space import LOWER_PRECISIONS
+from .facts import Facts, Row, read_facts
+
+TABLE_HEAD = ("seq", "trial", "stage", *LOWER_PRECISIONS, "accuracy", "meets", "status", "worker", "seconds")
+RIGHT = {"seq", "trial", *LOWER_PRECISIONS, "accuracy", "seconds"}  # the columns aligned right
+
+
+def num(value: float | None) -> str:
+    """A number as the report prints it; "-" for none."""
+    return "-" if value is None else f"{value:.6g}"
+
+
+def _precisions_text(row: Row) -> str:
+    return ", ".join(f"{p} {n}" for p, n in row.counts().items())
+
+
+def _criterion_text(c: AccuracyCriterion) -> str:
+    if c.criterion == "relative":
+        loss = f"{c.tolerable_loss:g} relative ({c.tolerable_loss * 100:g}% of the baseline)"
+    else:
+        loss = f"{c.tolerable_loss:g} absolute"
+    return f"tolerable loss {loss}, {'higher' if c.higher_is_better else 'lower'} is better"
+
+
+def facts_list(f: Facts) -> list[tuple[str, str]]:
+    """The facts of a history as (label, value) pairs."""
+    if f.baseline is not None:
+        baseline = f"{num(f.baseline)}{' (given)' if f.baseline_given else ''}"
+        goal = f"accuracy {'>=' if f.criterion.higher_is_better else '<='} {num(f.goal)}"
+    else:
+        baseline = "none: the baseline evaluation failed" if f.baseline_failed else "none recorded"
+        goal = "none (no baseline accuracy)"
+    result = f.result
+    if result is None:
+        result_text = "none met the goal"
+    else:
+        result_text = f"trial {result.trial_id} (commit {result.commit_seq}): accuracy {num(result.accuracy)}; {_precisions_text(result)}"
+    starts = [r.start for r in f.rows if r.start is not None]
+    ends = [r.end for r in f.rows if r.end is not None]
+    span = f"{max(ends) - min(starts):.2f} s" if starts and ends else "-"
+    return [
+        ("run", f.run_id),
+        ("directory", str(f.directory)),
+        ("strategy", f.strategy),
+        ("criterion", _criterion_text(f.criterion)),
+        ("baseline", baseline),
+        ("goal", goal),
+        ("ops in the space", str(f.n_ops)),
+        ("evaluations", f"{len(f.rows)} (the baseline included)"),
+        ("committed trials", str(len(f.committed))),
+        ("wasted", f"{sum(r.wasted for r in f.rows)} (evaluated, never committed)"),
+        ("errored", str(f.count(ERROR))),
+        ("cancelled", str(f.count(CANCELLED))),
+        ("lost", str(f.count(LOST))),
+        ("evaluation span", span),
+        ("result", result_text),
+    ]
+
+
+def _yes_no(meets: bool | None) -> str:
+    return "-" if meets is None else "yes" if meets else "no"
+
+
+def _column_format(values: Iterable[float]) -> str:
+    """A format spec for a column of numbers: as many decimals as the most precise needs (up to 6), one for all."""
+    decimals = 0
+    for v in values:
+        text = f"{v:.6g}"
+        if "e" in text:
+            return ".6g"
+        decimals = max(decimals, len(text.partition(".")[2]))
+    return f".{decimals}f"
+
+
+def table_cells(rows: Sequence[Row]) -> list[tuple[str, ...]]:
+    """The cells of the trials table (columns `TABLE_HEAD`), one tuple per row."""
+    spec = _column_format(r.accuracy for r in rows if r.accuracy is not None)
+    out = []
+    for r in rows:
+        counts = r.counts()
+        duration = r.duration
+        out.append(
+            (
+                str(r.commit_seq),
+                str(r.trial_id),
+                r.stage,
+                *(str(counts[p]) for p in LOWER_PRECISIONS),
+                "-" if r.accuracy is None else format(r.accuracy, spec),
+                _yes_no(r.meets),
+                r.status,
+                r.worker,
+                "-" if duration is None else f"{duration:.3f}",
+            )
+        )
+    return out
+
+
+def _aligned(head: Sequence[str], cells: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(x) for x in column) for column in zip(head, *cells, strict=True)]
+    lines = []
+    for line in (tuple(head), *cells):
+        parts = [v.rjust(w) if h in RIGHT else v.ljust(w) for h, v, w in zip(head, line, widths, strict=True)]
+        lines.append("  ".join(parts).rstrip())
+    return lines
+
+
+def history_summary(directory: str | os.PathLike) -> str:
+    """A plain-text summary of the history in `directory`: its facts, then its committed trials in commit order.
+
+    Raises HistoryError where the directory holds no history.
+    """
+    f = read_facts(directory)
+    facts = facts_list(f)
+    width = max(len(label) for label, _ in facts)
+    lines = [f"{label.ljust(width)}  {value}" for label, value in facts]
+    committed = f.committed
+    lines.append("")
+    if committed:
+        lines.append(f"committed trials ({len(committed)}), in commit order:")
+        lines.extend(_aligned(TABLE_HEAD, table_cells(committed)))
+    else:
+        lines.append("no committed trials")
+    return "\n".join(lines) + "\n"

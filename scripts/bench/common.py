@@ -1,0 +1,150 @@
+"""What the benchmarks share: time formats, spreads, RSS, the machine record, JSON output, and the timing wrappers of
+both sides of the backend benchmark. Standard library only: inc_conservative.py imports it in INC's venv too."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import resource
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository
+
+# --- timing both sides of the backend benchmark ----------------------------------------------------------
+
+PHASES: dict[str, float] = {}  # seconds spent so far in each instrumented step
+
+
+def timed_phase(fn, phase: str):
+    """`fn`, adding the time of each call to PHASES[phase]."""
+    PHASES[phase] = 0.0
+
+    def wrapper(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            PHASES[phase] += time.perf_counter() - t0
+
+    return wrapper
+
+
+def timed(fn, calls: list):
+    """The eval function `fn`, appending (start, end, value, PHASES at the start) to `calls` for each call."""
+
+    def wrapper(model):
+        t0, phases = time.perf_counter(), dict(PHASES)
+        value = fn(model)
+        calls.append((t0, time.perf_counter(), float(value), phases))
+        return value
+
+    return wrapper
+
+
+# --- figures and their text ------------------------------------------------------------------------------
+
+
+def spread(xs: list[float]) -> dict:
+    """Median, min, quartiles, max and count of `xs`."""
+    xs = sorted(xs)
+    q = statistics.quantiles(xs, n=4, method="inclusive") if len(xs) > 1 else [xs[0]] * 3
+    return {"median": statistics.median(xs), "min": xs[0], "q1": q[0], "q3": q[2], "max": xs[-1], "n": len(xs)}
+
+
+def median_p90(values: list[float]) -> dict:
+    """Median, 90th percentile and count of milliseconds."""
+    p90 = statistics.quantiles(values, n=10)[-1] if len(values) > 1 else values[0]
+    return {"median_ms": statistics.median(values), "p90_ms": p90, "n": len(values)}
+
+
+def ms(seconds: float) -> str:
+    """Seconds as text: "12.3 ms" below a second, "1.23 s" from there."""
+    return f"{seconds * 1e3:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def spread_text(values: list[float], fmt: Callable[[float], str] = ms) -> str:
+    """ "median (min – max)", or the one value alone."""
+    if len(values) == 1:
+        return fmt(values[0])
+    return f"{fmt(statistics.median(values))} ({fmt(min(values))} – {fmt(max(values))})"
+
+
+def quartiles_text(s: dict, fmt: Callable[[float], str] = ms) -> str:
+    """ "median (q1 – q3)" of a `spread` dict."""
+    return f"{fmt(s['median'])} ({fmt(s['q1'])} – {fmt(s['q3'])})"
+
+
+# --- the process and the machine -------------------------------------------------------------------------
+
+
+def rss_bytes() -> int:
+    """This process's resident memory now (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory so far (Linux: ru_maxrss is in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def dir_bytes(directory: str | os.PathLike) -> int:
+    """The size of the files directly in `directory`."""
+    return sum(p.stat().st_size for p in Path(directory).iterdir() if p.is_file())
+
+
+def machine(*packages: str) -> dict:
+    """CPU, cores, memory, OS, Python, the load average now (call it at the start), and the versions of `packages`."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "unknown"
+    try:
+        kib = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
+        mem = f"{kib / 2**20:.1f} GiB"
+    except (OSError, IndexError, ValueError):
+        pass
+    versions = {}
+    for name in packages:  # from the installed metadata: nothing is imported
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory": mem,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        **versions,
+    }
+
+
+# --- output ------------------------------------------------------------------------------------------------
+
+
+def command_line() -> str:
+    """This script's command line, as run from the repository root with .venv's Python."""
+    script = Path(sys.argv[0]).resolve()
+    shown = os.path.relpath(script, ROOT) if script.is_relative_to(ROOT) else str(script)
+    return " ".join([".venv/bin/python", shown, *map(shlex.quote, sys.argv[1:])])
+
+
+def write_json(path: str | os.PathLike, report: dict) -> None:
+    """`report` as indented JSON at `path`, its folder made if needed."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(report, f, indent=1)

@@ -1,0 +1,83 @@
+"""What several test modules and the job scripts they start (checkpoint_job.py, cluster_job.py) share.
+
+The tests folder is on the path of the tests, of the job scripts (run as `python tests/NAME.py`, or with
+`own_ray_env()`), and of the Ray evaluator processes (conftest.py's runtime_env, and `own_ray_env()` for
+a job's own Ray), so the evaluations defined here unpickle wherever they are sent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from raytune_inc import tune_space
+from raytune_inc.records import TuneResult
+from raytune_inc.space import TuningSpace
+from raytune_inc.synthetic import AdditiveLossEvaluation, random_space
+
+TESTS = Path(__file__).resolve().parent
+SENSITIVE = 0.3  # the job scripts' evaluation: enough sensitive ops for op-wise fallbacks, so many trials
+
+
+def committed(res: TuneResult) -> list[tuple]:
+    """The committed trials of a result, to compare two runs by."""
+    return [(t.config, t.accuracy, t.meets, t.stage) for t in res.trials]
+
+
+def outcome(res: TuneResult) -> dict[str, Any]:
+    """A result's config and committed trials ([config, accuracy, meets] each) as the job scripts print them, read back."""
+    return json.loads(json.dumps({"config": res.config, "trials": [[t.config, t.accuracy, t.meets] for t in res.trials]}))
+
+
+def reference(ops: int, seed: int) -> dict[str, Any]:
+    """The `outcome` of the job scripts' tuning (a `random_space(ops, seed)`, `LoggedEvaluation`'s accuracies), run sequentially."""
+    space = random_space(ops, seed=seed)
+    return outcome(tune_space(space, AdditiveLossEvaluation(space, seed=seed, sensitive=SENSITIVE), workers=0))
+
+
+def own_ray_env(**extra: str) -> dict[str, str]:
+    """The environment for a child process that starts a Ray of its own: this one without RAY_ADDRESS (it would join
+    that cluster instead), with the repository and the tests folder first on PYTHONPATH (for its Ray workers too)."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS.parent), str(TESTS), *filter(None, [env.get("PYTHONPATH")])])
+    return {**env, **extra}
+
+
+def first_time(marker: str | Path) -> bool:
+    """Whether this is the first call for `marker` (a file it creates), in any process: exactly one caller gets True."""
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return False
+    return True
+
+
+class LoggedEvaluation:
+    """The job scripts' additive-loss evaluation, `cost` seconds long, appending a line to `log` per evaluation:
+    its config's key as it starts; with `where=True` (on Ray), 'start|end KEY NODE_ID EVALUATOR' as it starts and ends."""
+
+    def __init__(self, space: TuningSpace, seed: int, log: str | Path, cost: float, where: bool = False):
+        self.space = space
+        self.inner = AdditiveLossEvaluation(space, seed=seed, sensitive=SENSITIVE, cost=cost)
+        self.log = str(log)
+        self.where = where
+
+    def _write(self, line: str) -> None:
+        with open(self.log, "a") as f:  # one short write in append mode: lines of concurrent evaluators never mix
+            f.write(line + "\n")
+
+    def __call__(self, config: dict[str, str]) -> float:
+        key = self.space.config(config).key()
+        if not self.where:
+            self._write(key)
+            return self.inner(config)
+        import ray
+
+        context = ray.get_runtime_context()
+        where = f"{key} {context.get_node_id()} {context.get_actor_name()}"
+        self._write(f"start {where}")
+        accuracy = self.inner(config)
+        self._write(f"end {where}")
+        return accuracy
