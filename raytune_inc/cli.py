@@ -190,17 +190,24 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def one_line(message: str) -> str:
+    """A message on one line: its first line, and the last line of what follows (a traceback's exception line)."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else ""
+    return f"{lines[0].rstrip(':')}: {lines[-1]}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.handler(args)
     except (RaytuneError, ConnectionError) as exc:
-        message = str(exc).strip()
-        print(f"raytune-inc {args.command}: error: {message}", file=sys.stderr)
+        print(f"raytune-inc {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     except (ValueError, TypeError) as exc:
         # The library's checks of its arguments (an unknown precision, a model with no tunable op, ...).
-        print(f"raytune-inc {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"raytune-inc {args.command}: error: {type(exc).__name__}: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"raytune-inc {args.command}: interrupted", file=sys.stderr)
