@@ -203,7 +203,7 @@ def speculation_part(args, out: Path) -> dict:
             median = statistics.median(speedup)
             notes.append(
                 f"4 workers vs 1: median {median:.2f}x in tuning time"
-                + (" (the target is 3x: **below it**; the README's Performance section says why)" if median < 3 else " (target 3x met)")
+                + (" (the target is 3x: **below it**; docs/performance.md says why)" if median < 3 else " (target 3x met)")
             )
     overhead = report.get("overhead", {})
     for w, o in sorted(overhead.items()):
