@@ -17,7 +17,9 @@ _EXPORTS = {
     "ConservativeStrategy": "strategies",
     "Evaluation": "records",
     "EvaluatorStartError": "errors",
-    "ModelTuneResult": "pytorch.tune",
+    "ModelTuneResult": "pytorch.result",
+    "compile_model": "pytorch.measure",
+    "load": "pytorch.saved",
     "HistoryError": "errors",
     "HistoryWarning": "errors",
     "Op": "space",
@@ -55,8 +57,10 @@ __all__ = [
     "TuningError",
     "TuningSpace",
     "Workers",
+    "compile_model",
     "get_strategy",
     "known_strategies",
+    "load",
     "load_history",
     "register_strategy",
     "tune",
@@ -80,7 +84,10 @@ if TYPE_CHECKING:
     from .criterion import AccuracyCriterion
     from .errors import EvaluatorStartError, HistoryError, HistoryWarning, RaytuneError, StrategyError, TuningError
     from .history import load_history
-    from .pytorch.tune import ModelTuneResult, tune
+    from .pytorch.measure import compile_model
+    from .pytorch.result import ModelTuneResult
+    from .pytorch.saved import load
+    from .pytorch.tune import tune
     from .records import Evaluation, Trial, TuneResult
     from .space import Config, Op, TuningSpace
     from .strategies import (

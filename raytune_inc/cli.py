@@ -3,7 +3,7 @@
     raytune-inc tune MODEL EVAL [--calib DATA] [--strategy conservative] [--tolerable-loss 0.01]
         [--criterion relative] [--lower-is-better] [--precisions bf16 fp16 int8] [--workers 4]
         [--num-cpus N] [--num-gpus G] [--max-trials 100] [--timeout 0] [--checkpoint DIR] [--resume]
-        [--save-model FILE]
+        [--example-inputs DATA] [--skip-slower] [--save DIR] [--save-model FILE]
     raytune-inc history DIR
     raytune-inc report DIR [--out FILE]
 
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CliError, RaytuneError
+from .space import LOWER_PRECISIONS
 
 EXIT_ERROR = 1
 
@@ -85,12 +86,14 @@ def _tune(args: argparse.Namespace) -> int:
 
         check_address(address)  # before the model is built and its baseline evaluated
     from .criterion import AccuracyCriterion
-    from .pytorch.tune import tune
     from .workers import Workers
 
     model = _model(args.model)
     eval_fn = _eval_fn(args.eval)
     calib = _calibration(args.calib)
+    example_inputs = _calibration(args.example_inputs) if args.example_inputs else None
+    from .pytorch.tune import tune  # after the user's modules: an error in them comes first
+
     if not args.calib and "int8" in args.precisions:
         raise CliError("int8 needs calibration data: give --calib module:name, or leave int8 out of --precisions")
     workers: Any = args.workers
@@ -109,6 +112,8 @@ def _tune(args: argparse.Namespace) -> int:
         workers=workers,
         checkpoint=args.checkpoint,
         resume=args.resume,
+        example_inputs=example_inputs,
+        skip_slower=args.skip_slower,
     )
     print(f"{res.strategy}: {len(res.trials)} trials committed, {res.evaluations} evaluations, stopped: {res.stop_reason}")
     print(f"baseline accuracy {res.baseline:.6g}, goal {'>=' if criterion.higher_is_better else '<='} {criterion.goal(res.baseline):.6g}")
@@ -118,8 +123,16 @@ def _tune(args: argparse.Namespace) -> int:
         counts = Counter(res.config.values())
         print(f"tuned accuracy {res.accuracy:.6g}; ops: " + ", ".join(f"{n} {p}" for p, n in sorted(counts.items())))
         print(json.dumps(res.config, indent=1))
+    for (op_type, precision), why in res.skipped.items():
+        print(f"skipped {op_type} at {precision}: {why}")
+    if res.latency is not None:
+        print(res.latency.text())
+    print(res.size.text())
     if args.checkpoint:
         print(f"history: {args.checkpoint} (raytune-inc history / report read it)")
+    if args.save:
+        res.save(args.save)
+        print(f"tuned model: {args.save} (raytune_inc.load({args.save!r}, fp32_model) rebuilds it; no pickle)")
     if args.save_model:
         import torch
 
@@ -168,7 +181,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--tolerable-loss", type=float, default=0.01)
     t.add_argument("--criterion", choices=("relative", "absolute"), default="relative")
     t.add_argument("--lower-is-better", action="store_true", help="the metric is a loss: lower is better")
-    t.add_argument("--precisions", nargs="+", default=["bf16", "fp16", "int8"], choices=("bf16", "fp16", "int8"))
+    t.add_argument("--precisions", nargs="+", default=["bf16", "fp16", "int8"], choices=LOWER_PRECISIONS)
     t.add_argument("--workers", type=int, default=4, help="Ray evaluator actors (0: in this process, sequentially)")
     t.add_argument("--num-cpus", type=float, help="CPUs per evaluator (default: one, or an equal share of the cluster)")
     t.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per evaluator, fractions allowed (0.25: four share one)")
@@ -176,7 +189,12 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--timeout", type=float, default=0, help="seconds; 0: none")
     t.add_argument("--checkpoint", metavar="DIR", help="write the Arrow history to DIR")
     t.add_argument("--resume", action="store_true", help="go on with the history in --checkpoint")
-    t.add_argument("--save-model", metavar="FILE", help="torch.save the tuned model to FILE")
+    t.add_argument(
+        "--example-inputs", metavar="DATA", help="module:name of one input batch (or a function returning it): time the models on it"
+    )
+    t.add_argument("--skip-slower", action="store_true", help="leave out (op type, precision) pairs slower than FP32 here, compiled")
+    t.add_argument("--save", metavar="DIR", help="save the tuned model to DIR without pickle (raytune_inc.load reads it)")
+    t.add_argument("--save-model", metavar="FILE", help="torch.save the tuned model to FILE (a pickle)")
     t.set_defaults(handler=_tune)
 
     h = commands.add_parser("history", help="summary table of a history directory")

@@ -10,11 +10,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 FP32 = "fp32"
-# The lower precisions, in the order the conservative strategy visits their pools.
-LOWER_PRECISIONS: tuple[str, ...] = ("bf16", "fp16", "int8")
+# The lower precisions, from the least to the most aggressive: the order the conservative strategy
+# visits their pools in. int8_dynamic: int8 weights, activations quantized per token at run time;
+# int8: int8 weights, activations quantized with scales calibrated once (static).
+LOWER_PRECISIONS: tuple[str, ...] = ("bf16", "fp16", "int8_dynamic", "int8")
 PRECISIONS: tuple[str, ...] = (FP32, *LOWER_PRECISIONS)
 # One character per precision: a config's canonical key is one of these per op, in space order.
-PRECISION_CODES: dict[str, str] = {FP32: ".", "bf16": "b", "fp16": "h", "int8": "i"}
+PRECISION_CODES: dict[str, str] = {FP32: ".", "bf16": "b", "fp16": "h", "int8_dynamic": "d", "int8": "i"}
 _PRECISION_OF_CODE = {c: p for p, c in PRECISION_CODES.items()}
 _FP32_CODE = PRECISION_CODES[FP32]
 
@@ -184,7 +186,7 @@ class Config(Mapping[str, str]):
 
     def key(self) -> str:
         """Canonical text of the config, relative to its space: one character per op, in space order
-        ("." fp32, "b" bf16, "h" fp16, "i" int8; see PRECISION_CODES)."""
+        ("." fp32, "b" bf16, "h" fp16, "d" int8_dynamic, "i" int8; see PRECISION_CODES)."""
         return self._key
 
     def digest(self) -> str:

@@ -12,11 +12,13 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from .space import LOWER_PRECISIONS, Op, TuningSpace
+from .space import Op, TuningSpace
 
 OP_TYPES = ("Conv2d", "Linear", "MatMul", "BatchMatMul", "LayerNorm", "Embedding")
-# Typical relative cost of each precision: int8 loses most, bf16 (short mantissa) more than fp16.
-PRECISION_SCALE = {"bf16": 0.1, "fp16": 0.05, "int8": 1.0}
+# Typical relative cost of each precision: int8 loses most, dynamic int8 (scales from each input) less,
+# bf16 (short mantissa) more than fp16.
+PRECISION_SCALE = {"bf16": 0.1, "fp16": 0.05, "int8_dynamic": 0.4, "int8": 1.0}
+MATMUL_PRECISIONS = ("bf16", "fp16", "int8")  # what the convs and linears of a random space take
 
 
 def random_space(n_ops: int, seed: int = 0) -> TuningSpace:
@@ -25,7 +27,7 @@ def random_space(n_ops: int, seed: int = 0) -> TuningSpace:
     ops = []
     for i in range(n_ops):
         op_type = rng.choices(OP_TYPES, weights=(4, 4, 1, 1, 1, 1))[0]
-        precisions = LOWER_PRECISIONS if op_type in ("Conv2d", "Linear", "MatMul", "BatchMatMul") else ("bf16", "fp16")
+        precisions = MATMUL_PRECISIONS if op_type in ("Conv2d", "Linear", "MatMul", "BatchMatMul") else ("bf16", "fp16")
         ops.append(Op(f"layer{i}.{op_type.lower()}", op_type, precisions))
     return TuningSpace(ops)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 
 PREFIXES = ["conv", "matmul", "bmm", "linear"]
-POOLS = ["bf16", "fp16", "int8"]
+POOLS = ["bf16", "fp16", "int8_dynamic", "int8"]  # STRATEGIES.md: from the least to the most aggressive
 
 
 class _OutOfTrials(Exception):

@@ -49,7 +49,7 @@ def test_the_encoder_ops_are_found_in_model_order(encoder):
     ]
     linears = [op for op in space if op.type == "Linear"]
     assert [op.name for op in linears] == [f"bert.encoder.layer.{i}.{name}" for i in range(6) for name in LAYER_LINEARS]
-    assert all(op.precisions == ("bf16", "fp16", "int8") for op in linears)
+    assert all(op.precisions == ("bf16", "fp16", "int8_dynamic", "int8") for op in linears)
     assert {op.precisions for op in space if op.type == "Embedding"} == {("bf16", "fp16", "int8")}  # int8 weights only
     assert {op.precisions for op in space if op.type == "LayerNorm"} == {("bf16", "fp16")}
     assert len(space.names) == 3 + 1 + 6 * (6 + 2)  # embeddings, their LayerNorm; per layer 6 Linear, 2 LayerNorm
@@ -58,12 +58,12 @@ def test_the_encoder_ops_are_found_in_model_order(encoder):
 def test_conservative_falls_back_op_wise_on_the_encoder(encoder):
     eval_fn = EmbeddingFidelity(encoder, SENTENCES[::3])
     # The Linear ops of the first layer and the attention of the second, and a tolerance their int8 error
-    # as a whole exceeds: the first layer's output.dense alone costs about 0.4%.
+    # as a whole exceeds (fidelity 0.9983): the first layer's output.dense alone costs about 0.15%.
     res = tune(
         encoder,
         eval_fn,
         calibration_batches(1),
-        accuracy=AccuracyCriterion(tolerable_loss=0.002),
+        accuracy=AccuracyCriterion(tolerable_loss=0.001),
         precisions=("int8",),
         workers=0,
         op_name_dict={
@@ -80,5 +80,6 @@ def test_conservative_falls_back_op_wise_on_the_encoder(encoder):
         f"bert.encoder.layer.1.{name}" for name in LAYER_LINEARS[:4]
     ]
     assert set(res.config.values()) == {"int8", "fp32"}  # the int8 misses stay at fp32
-    assert res.baseline == 1.0 and res.accuracy >= 1 - 0.002
+    assert [name for name, p in res.config.items() if p == "fp32"] == ["bert.encoder.layer.0.output.dense"]
+    assert res.baseline == 1.0 and res.accuracy >= 1 - 0.001
     assert res.accuracy == eval_fn(res.model)

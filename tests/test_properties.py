@@ -16,7 +16,7 @@ from reference import reference_op_type_order, reference_tune  # pytest's prepen
 from raytune_inc import AccuracyCriterion, ConservativeStrategy, Op, TuningSpace, tune_space
 
 TYPES = ["Conv2d", "Linear", "MatMul", "BMM", "LayerNorm", "Embedding"]
-LOWER = ["bf16", "fp16", "int8"]
+LOWER = ["bf16", "fp16", "int8_dynamic", "int8"]
 # loss units: binary ones keep sums exact (real ties on the boundary); decimal ones behave like real metrics
 UNITS = [1 / 64, 1 / 16, 0.005, 0.01]
 BASELINES = [1.0, 0.75, 0.5, 0.0, -0.5, -1.0, 10.0, 0.76]
@@ -29,9 +29,9 @@ def problems(draw):
     ops = []
     for i in range(n):
         op_type = draw(st.sampled_from(TYPES))
-        precisions = draw(st.lists(st.sampled_from(LOWER), unique=True, max_size=3))
+        precisions = draw(st.lists(st.sampled_from(LOWER), unique=True, max_size=4))
         ops.append((f"op{i}", op_type, tuple(precisions)))
-    run_precisions = tuple(draw(st.lists(st.sampled_from(LOWER), unique=True, min_size=1, max_size=3)))
+    run_precisions = tuple(draw(st.lists(st.sampled_from(LOWER), unique=True, min_size=1, max_size=4)))
     unit = draw(st.sampled_from(UNITS))
     # integer loss units per (op, precision); a few negative ones (a lower precision that helps)
     losses = {}

@@ -19,7 +19,7 @@ def never_called(config):
 
 def test_op_defaults_to_all_lower_precisions():
     op = Op("conv1", "Conv2d")
-    assert op.precisions == ("bf16", "fp16", "int8")
+    assert op.precisions == ("bf16", "fp16", "int8_dynamic", "int8")
     assert op.supports("fp32") and op.supports("bf16") and op.supports("int8")
 
 

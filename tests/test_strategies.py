@@ -190,6 +190,22 @@ def test_zero_tolerance_exact_tie_meets(example):
 # ---------------------------------------------------------------- conservative: pools
 
 
+def test_pools_go_from_least_to_most_aggressive_each_building_on_the_last():
+    # STRATEGIES.md: bf16, fp16, int8_dynamic, int8; the precisions' order in the run does not matter.
+    space = TuningSpace([Op("a", "Conv2d", ("bf16", "int8")), Op("b", "Linear", ("fp16", "int8_dynamic", "int8"))])
+    ev = Additive({("b", "int8"): U})  # static int8 costs b too much: its dynamic int8 stays
+    res = tune(space, ev, precisions=("int8", "int8_dynamic", "fp16", "bf16"), accuracy=absolute(U / 2))
+    assert [(t.stage, t.config) for t in res.trials] == [
+        ("bf16 type-wise", {"a": "bf16", "b": "fp32"}),
+        ("fp16 type-wise", {"a": "bf16", "b": "fp16"}),
+        ("int8_dynamic type-wise", {"a": "bf16", "b": "int8_dynamic"}),
+        ("int8 type-wise", {"a": "int8", "b": "int8_dynamic"}),
+        ("int8 type-wise", {"a": "int8", "b": "int8"}),
+    ]
+    assert [t.meets for t in res.trials] == [True, True, True, True, False]
+    assert res.config == {"a": "int8", "b": "int8_dynamic"}
+
+
 def test_bf16_accepted_then_int8_over_it():
     space = TuningSpace([Op("a", "Conv2d", ("bf16", "int8")), Op("b", "Linear", ("bf16", "int8"))])
     res = tune(space, Additive())

@@ -13,6 +13,7 @@ from raytune_inc import TuningError, tune
 from raytune_inc.pytorch.calibration import calibrate
 from raytune_inc.pytorch.evaluation import ModelEvaluation, apply_config
 from raytune_inc.pytorch.ops import discover_ops
+from raytune_inc.pytorch.quantized import QuantizedConv2d, QuantizedLinear
 
 
 class Net(nn.Module):
@@ -50,18 +51,18 @@ def agreement(model_ref, x):
 
 def test_tune_is_the_package_s_model_level_entry_point():
     import raytune_inc
-    from raytune_inc.pytorch import tune
+    from raytune_inc.pytorch import result, tune
 
-    assert raytune_inc.tune is tune.tune and raytune_inc.ModelTuneResult is tune.ModelTuneResult
+    assert raytune_inc.tune is tune.tune and raytune_inc.ModelTuneResult is result.ModelTuneResult
 
 
 def test_ops_are_found_in_model_order_with_their_precisions(net):
     space = discover_ops(net)
     assert [(op.name, op.type, op.precisions) for op in space] == [
-        ("conv", "Conv2d", ("bf16", "fp16", "int8")),
-        ("body.1", "Linear", ("bf16", "fp16", "int8")),
-        ("body.2", "LayerNorm", ("bf16", "fp16")),
-        ("head", "Linear", ("bf16", "fp16", "int8")),
+        ("conv", "Conv2d", ("bf16", "fp16", "int8")),  # no dynamic int8 convolution in torchao
+        ("body.1", "Linear", ("bf16", "fp16", "int8_dynamic", "int8")),
+        ("body.2", "LayerNorm", ("bf16", "fp16")),  # no int8 of any kind for a LayerNorm
+        ("head", "Linear", ("bf16", "fp16", "int8_dynamic", "int8")),
     ]
 
 
@@ -69,7 +70,7 @@ def test_ops_can_be_restricted_by_name_and_type(net):
     space = discover_ops(net, op_name_dict={"head": ("fp32",)}, op_type_dict={"Conv.*": ("int8",)})
     assert [(op.name, op.precisions) for op in space] == [
         ("conv", ("int8",)),
-        ("body.1", ("bf16", "fp16", "int8")),
+        ("body.1", ("bf16", "fp16", "int8_dynamic", "int8")),
         ("body.2", ("bf16", "fp16")),
     ]
 
@@ -88,11 +89,13 @@ def test_a_config_is_applied_to_a_copy(net, data):
     before = {k: v.clone() for k, v in net.state_dict().items()}
     model = apply_config(net, {"conv": "int8", "body.1": "int8", "body.2": "bf16", "head": "fp16"}, calibration)
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items()), "the FP32 model was changed"
-    assert model.conv.raytune_precision == "int8"
-    assert type(model.body[1].weight).__name__ == "Int8Tensor"  # torchao's int8 tensor subclass
+    assert isinstance(model.conv, QuantizedConv2d) and model.conv.raytune_precision == "int8"
+    assert isinstance(model.body[1], QuantizedLinear) and model.body[1].weight_int8.dtype == torch.int8
     assert model.body[2].weight.dtype == torch.bfloat16 and model.body[2].raytune_precision == "bf16"
     assert model.head.weight.dtype == torch.float16
-    assert set(model.state_dict()) == set(net.state_dict())  # names as in the FP32 model
+    assert [n for n, _ in model.named_modules()] == [n for n, _ in net.named_modules()]  # names as in the FP32 model
+    dynamic = apply_config(net, {"head": "int8_dynamic"}, calibration).head
+    assert type(dynamic.weight).__name__ == "Int8Tensor"  # torchao's int8 tensor subclass
     with torch.no_grad():
         out, ref = model(data), net(data)
     assert out.dtype == torch.float32
@@ -102,7 +105,8 @@ def test_a_config_is_applied_to_a_copy(net, data):
 def test_int8_conv_weights_have_at_most_255_levels_per_channel(net, data):
     calibration = calibrate(net, [data], ["conv"])
     conv = apply_config(net, {"conv": "int8"}, calibration).conv
-    for channel, original in zip(conv.weight, net.conv.weight, strict=True):
+    weight = conv.dequantized_weight()
+    for channel, original in zip(weight, net.conv.weight, strict=True):
         levels = torch.unique(channel)
         step = original.abs().max() / 127.5  # symmetric int8: [-128, 127] spans 2 * absmax
         assert len(levels) <= 256
@@ -239,7 +243,7 @@ def test_no_op_is_inside_another(data):
     space = discover_ops(model)
     assert [(op.name, op.type, op.precisions) for op in space] == [
         ("attn", "MultiheadAttention", ("bf16", "fp16")),
-        ("out", "Linear", ("bf16", "fp16", "int8")),
+        ("out", "Linear", ("bf16", "fp16", "int8_dynamic", "int8")),
     ]
     x = torch.randn(2, 5, 8)
     calibration = calibrate(model, [x], space.names)
@@ -251,20 +255,23 @@ def test_a_trials_model_is_freed_when_the_trial_ends(net, data):
     import gc
     import weakref
 
-    evaluation = ModelEvaluation(net, agreement(net, data), [data[:8]], discover_ops(net), ("int8", "bf16"))
+    evaluation = ModelEvaluation(net, agreement(net, data), [data[:8]], discover_ops(net), ("int8_dynamic", "int8", "bf16"))
     seen = []
 
     def eval_fn(model):
-        seen.append(weakref.ref(model.body[1]))
+        seen.append((weakref.ref(model), weakref.ref(model.body[0]), model.body[1], model.head))
         return 1.0
 
     evaluation.eval_fn = eval_fn
-    config = {"conv": "int8", "body.1": "int8", "body.2": "bf16", "head": "int8"}
+    config = {"conv": "int8", "body.1": "int8", "body.2": "bf16", "head": "int8_dynamic"}
     evaluation(config)  # the first quantization in a process keeps one model in torchao's one-time set-up
     gc.disable()  # no collector: only reference counting may free it
     try:
         evaluation(config)
-        assert seen[1]() is None, "the trial's int8 model outlived its trial (a reference cycle)"
+        model, flatten, lowered, dynamic = seen[1]
+        assert model() is None and flatten() is None, "the trial's model outlived its trial (a reference cycle)"
+        # Each op's lowered module is built once per process and reused, not built again per trial.
+        assert lowered is seen[0][2] and dynamic is seen[0][3] and len(evaluation._lowered) == 4
     finally:
         gc.enable()
 
@@ -290,13 +297,13 @@ def test_token_inputs_embeddings_and_3d_linears_take_their_precisions():
     space = discover_ops(model)
     assert [(op.name, op.precisions) for op in space] == [
         ("embed", ("bf16", "fp16", "int8")),  # int8: weights only
-        ("proj", ("bf16", "fp16", "int8")),
+        ("proj", ("bf16", "fp16", "int8_dynamic", "int8")),
         ("norm", ("bf16", "fp16")),
     ]
-    calibration = calibrate(model, [batch], ["proj"])
-    assert {name: stats.ndim for name, stats in calibration.stats.items()} == {"proj": 3}
+    calibration = calibrate(model, [batch], ["proj"], space.names)
+    assert set(calibration.stats) == {"proj"} and calibration.shapes == {"proj": (4, 7, 16), "norm": (4, 7, 16)}  # 3-D inputs
     lowered = apply_config(model, {"embed": "fp16", "proj": "int8", "norm": "bf16"}, calibration)
-    assert type(lowered.proj.weight).__name__ == "Int8Tensor"
+    assert isinstance(lowered.proj, QuantizedLinear)
     with torch.no_grad():
         out, ref = lowered(**batch), model(**batch)
     assert out.dtype == torch.float32  # the Embedding's output is cast back though its input is integer

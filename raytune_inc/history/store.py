@@ -29,7 +29,7 @@ from .files import (
 from .fingerprint import fingerprint_differences
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -42,7 +42,7 @@ class _Stream:
 
     def __init__(self, path: Path, schema: pa.Schema):
         self.file = open(path, "xb")  # noqa: SIM115 - closed in close()
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         self.writer = pa.ipc.new_stream(self.file, schema)
 
     def append(self, table: pa.Table) -> None:
@@ -137,4 +137,4 @@ def _write_run_record(directory: Path, run_id: str, fp: dict) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, directory / RUN_FILE)
-    _fsync_dir(directory)
+    fsync_dir(directory)

@@ -1,29 +1,86 @@
-"""Calibration: the FP32 model run once on the calibration data, recording what the int8 handlers need."""
+"""Calibration: the FP32 model run once on the calibration data, recording what the precision handlers need.
+
+- Static int8 activations: each calibrated op's input goes through the observer PyTorch's
+  x86 int8 flow uses (`X86InductorQuantizer`'s default config in torchao's pt2e: a histogram
+  observer choosing a uint8 range with a zero point that minimises the quantization error),
+  and calibration keeps the scale and zero point it chooses.
+- The input shape each op saw first (for timing an op alone).
+- Which BatchNorm directly follows which convolution (its only input is the convolution's
+  output), so that an int8 convolution can absorb it, as pt2e folds it.
+
+What it records is small and plain (floats, ints, names), so that the driver calibrates once
+and hands the result to every evaluator.
+"""
 
 from __future__ import annotations
 
+import copy
+import weakref
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_leaves
 
-from .modules import model_device
+from .modules import CONVOLUTIONS, fold_batchnorm, model_device
 
 
 @dataclass(frozen=True)
 class OpStats:
-    """What calibration saw of one op's input: its largest |value| and its number of dimensions."""
+    """What calibration saw of one op's input: the static int8 qparams chosen for it (uint8 with a zero point)."""
 
-    absmax: float
-    ndim: int
+    input_scale: float
+    input_zero_point: int
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """The statistics of each calibrated op, by op name (an op calibration never reached has none)."""
+    """The static activation qparams of each calibrated op, the first input shape of each op, and the BatchNorm
+    each convolution absorbs at int8 (conv name -> BatchNorm name)."""
 
     stats: Mapping[str, OpStats] = field(default_factory=dict)
+    shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    folded: Mapping[str, str] = field(default_factory=dict)
+
+    def as_json(self) -> dict:
+        return {
+            "stats": {name: asdict(s) for name, s in self.stats.items()},
+            "shapes": {name: list(shape) for name, shape in self.shapes.items()},
+            "folded": dict(self.folded),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> Calibration:
+        return cls(
+            {name: OpStats(float(s["input_scale"]), int(s["input_zero_point"])) for name, s in data["stats"].items()},
+            {name: tuple(int(d) for d in shape) for name, shape in data["shapes"].items()},
+            {str(k): str(v) for k, v in data["folded"].items()},
+        )
+
+
+def activation_observer() -> nn.Module:
+    """A new observer of static int8 activations, made as pt2e's prepare makes it from `X86InductorQuantizer`'s
+    default quantization config."""
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import get_default_x86_inductor_quantization_config
+
+    return observer_of(get_default_x86_inductor_quantization_config().input_activation)
+
+
+def weight_observer() -> nn.Module:
+    """A new observer of int8 weights (per output channel, symmetric), as `X86InductorQuantizer` configures it."""
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import get_default_x86_inductor_quantization_config
+
+    return observer_of(get_default_x86_inductor_quantization_config().weight)
+
+
+def observer_of(spec) -> nn.Module:
+    """The observer a pt2e `QuantizationSpec` describes, with the spec's dtype, range, scheme and channel axis."""
+    kwargs = asdict(spec)
+    constructor = kwargs.pop("observer_or_fake_quant_ctr")
+    if "PerChannel" not in constructor.p.func.__name__:
+        kwargs.pop("ch_axis")
+    return spec.observer_or_fake_quant_ctr.with_args(**kwargs)()
 
 
 def _to(x, device: torch.device):
@@ -40,32 +97,104 @@ def run_batch(model: nn.Module, batch) -> object:
     return model(_to(batch, device))
 
 
-@torch.no_grad()
-def calibrate(model: nn.Module, calib_data: Iterable | None, names: Iterable[str]) -> Calibration:
-    """Run the FP32 model on `calib_data` once and record the input range of each module in `names`."""
-    modules = dict(model.named_modules())
-    absmax: dict[str, float] = {}
-    ndim: dict[str, int] = {}
-    hooks = []
+class _Recorder:
+    """The forward hooks of one calibration pass."""
 
-    def hook(name):
+    def __init__(self, model: nn.Module, observed: Iterable[str], shaped: Iterable[str]):
+        self.modules = dict(model.named_modules())
+        self.observers = {name: activation_observer() for name in observed}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.outputs: dict[int, tuple[str, weakref.ref]] = {}  # id(conv output) -> (conv name, the output)
+        self.pairs: dict[str, str | None] = {}  # BatchNorm -> the conv whose output it took every time (None: not always)
+        self.hooks = []
+        for name in {*self.observers, *shaped}:
+            self.hooks.append(self.modules[name].register_forward_pre_hook(self._input(name)))
+        for name, module in self.modules.items():
+            if isinstance(module, CONVOLUTIONS):
+                self.hooks.append(module.register_forward_hook(self._conv_output(name)))
+            elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+                self.hooks.append(module.register_forward_pre_hook(self._norm_input(name)))
+
+    def _input(self, name: str):
         def record(module, args):
-            if args and isinstance(args[0], torch.Tensor) and args[0].is_floating_point():
-                absmax[name] = max(absmax.get(name, 0.0), float(args[0].detach().abs().max()))
-                ndim[name] = args[0].dim()
+            x = args[0] if args else None
+            if isinstance(x, torch.Tensor) and x.is_floating_point():
+                self.shapes.setdefault(name, tuple(x.shape))
+                if name in self.observers:
+                    self.observers[name](x.detach().float())
 
         return record
 
+    def _conv_output(self, name: str):
+        def record(module, args, out):
+            if isinstance(out, torch.Tensor):
+                self.outputs[id(out)] = (name, weakref.ref(out))
+
+        return record
+
+    def _norm_input(self, name: str):
+        def record(module, args):
+            x = args[0] if args else None
+            seen = self.outputs.get(id(x)) if isinstance(x, torch.Tensor) else None
+            conv = seen[0] if seen is not None and seen[1]() is x else None
+            self.pairs[name] = conv if self.pairs.get(name, conv) == conv else None
+
+        return record
+
+    def remove(self) -> None:
+        for h in self.hooks:
+            h.remove()
+
+
+def _close(a, b) -> bool:
+    leaves_a, leaves_b = tree_leaves(a), tree_leaves(b)
+    if len(leaves_a) != len(leaves_b):
+        return False
+    for x, y in zip(leaves_a, leaves_b, strict=True):
+        if isinstance(x, torch.Tensor) and x.is_floating_point():
+            if (
+                not isinstance(y, torch.Tensor)
+                or x.shape != y.shape
+                or not torch.allclose(x, y, rtol=1e-3, atol=1e-4 * (1 + float(x.abs().max())))
+            ):
+                return False
+    return True
+
+
+def _foldable(model: nn.Module, pairs: Mapping[str, str], batch, expected) -> dict[str, str]:
+    """The pairs whose folding leaves the FP32 model's output as it was (a convolution output that something else
+    reads too cannot absorb the BatchNorm after it)."""
+
+    def folded_output(chosen: Mapping[str, str]):
+        copy_ = copy.deepcopy(model)
+        for conv, norm in chosen.items():
+            copy_.set_submodule(conv, fold_batchnorm(copy_.get_submodule(conv), copy_.get_submodule(norm)))
+            copy_.set_submodule(norm, nn.Identity())
+        return run_batch(copy_, batch)
+
+    if not pairs or _close(folded_output(pairs), expected):
+        return dict(pairs)
+    return {conv: norm for conv, norm in pairs.items() if _close(folded_output({conv: norm}), expected)}
+
+
+@torch.no_grad()
+def calibrate(model: nn.Module, calib_data: Iterable | None, observed: Iterable[str], shaped: Iterable[str] = ()) -> Calibration:
+    """Run the FP32 model on `calib_data` once: the static int8 qparams of the ops in `observed`, the first input
+    shape of those and of `shaped`, and the BatchNorms their convolutions absorb."""
     if calib_data is None:
         raise ValueError("int8 needs calibration data: calib_data is None (give a few input batches, or leave int8 out of precisions)")
-    for name in names:
-        hooks.append(modules[name].register_forward_pre_hook(hook(name)))
+    observed = list(observed)
+    recorder = _Recorder(model, observed, shaped)
     was_training = model.training
     model.eval()
+    first = expected = None
     try:
         n = 0
         for batch in calib_data:
-            run_batch(model, batch)
+            out = run_batch(model, batch)
+            if n == 0:
+                first, expected = batch, out
+            recorder.outputs.clear()
             n += 1
         if n == 0:
             raise ValueError("the calibration data is empty: give at least one batch")
@@ -74,7 +203,18 @@ def calibrate(model: nn.Module, calib_data: Iterable | None, names: Iterable[str
     except Exception as exc:
         raise ValueError(f"the FP32 model rejects the calibration data: {type(exc).__name__}: {exc}") from exc
     finally:
-        for h in hooks:
-            h.remove()
+        recorder.remove()
         model.train(was_training)
-    return Calibration({name: OpStats(absmax[name], ndim[name]) for name in absmax})
+    stats = {}
+    for name, observer in recorder.observers.items():
+        if name in recorder.shapes:  # the calibration data reached it
+            scale, zero_point = observer.calculate_qparams()
+            stats[name] = OpStats(float(scale), int(zero_point))
+    pairs = {conv: norm for norm, conv in recorder.pairs.items() if conv is not None and conv in stats}
+    if pairs:
+        model.eval()
+        try:
+            pairs = _foldable(model, pairs, first, expected)
+        finally:
+            model.train(was_training)
+    return Calibration(stats, dict(recorder.shapes), pairs)

@@ -45,3 +45,18 @@ def as_linear(module: nn.Module) -> nn.Linear:
 
 def model_device(model: nn.Module) -> torch.device:
     return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def fold_batchnorm(conv: nn.Module, norm: nn.Module) -> nn.Module:
+    """A new convolution computing `norm(conv(x))` at inference: the BatchNorm's scale and shift folded into the
+    convolution's weights and bias (torch's `fuse_conv_bn_eval`)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    conv_mode, norm_mode = conv.training, norm.training
+    conv.eval()
+    norm.eval()
+    try:
+        return fuse_conv_bn_eval(conv, norm)
+    finally:
+        conv.train(conv_mode)
+        norm.train(norm_mode)

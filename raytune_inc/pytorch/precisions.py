@@ -1,32 +1,43 @@
 """The precision registry: one handler per (precision, module kind), as torchao registers a transform per config.
 
-A handler says which modules it takes (`accepts`), whether it needs the activation statistics
-of calibration (`calibrated`), and how to lower one module (`lower`: the module, changed in
-place or replaced). A new precision, or a new module kind for one, is a new `register` call:
-op discovery, calibration and config application all read the registry.
+A handler says which modules it takes (`accepts`), whether it needs the op's static activation
+qparams from calibration (`calibrated`), and how to lower one module (`lower`: it gets a copy of
+the FP32 module of its own and returns the lowered module). A new precision, or a new module
+kind for one, is a new `register` call: op discovery, calibration and config application all
+read the registry.
 
-Registered here:
+Registered here (the order within a precision is the order of precedence):
 
 | precision | module kinds | how |
 | --- | --- | --- |
-| bf16, fp16 | any module with floating weights of its own | cast, with dtype conversion at its boundaries |
-| int8 | Linear | torchao's `Int8StaticActivationInt8WeightConfig`: static per-tensor activations, per-channel weights |
-| int8 | transformers' Conv1D | the same, as a Linear on the transposed weight |
-| int8 | Conv1d/2d/3d | per-channel int8 weights and static per-tensor int8 activations (torchao's primitives) |
-| int8 | Embedding | weights only (torchao's `IntxWeightOnlyConfig`, per row): its input is indices |
+| bf16, fp16 | modules with floating weights of their own | cast; inputs and outputs converted at its boundary |
+| int8_dynamic | Linear, transformers' Conv1D | torchao's `Int8DynamicActivationInt8WeightConfig` |
+| int8 | Linear, transformers' Conv1D | `QuantizedLinear`: static uint8 activations, int8 weights |
+| int8 | Conv1d/2d/3d | `QuantizedConv1d/2d/3d`, the same; a BatchNorm after it folded in |
+| int8 | Embedding | weights only (torchao's `IntxWeightOnlyConfig`, per row) |
+
+int8_dynamic: int8 weights per channel, activations quantized per token at run time. Static
+int8 is pt2e's x86 representation (see `quantized.py`). transformers' Conv1D becomes a Linear
+on its transposed weight. An Embedding's input is indices, so its int8 is weights only.
+
+Left out, with the reason: int4 weight-only (torchao 0.18's `Int4WeightOnlyConfig` has no kernel
+on a CPU with the CPU build of torch 2.13: its `plain` packing needs the `mslk` package, which
+has no release with kernels, `tile_packed_to_4d` needs CUDA and bf16, `plain_int32` refuses the
+CPU); int8_dynamic for convolutions and embeddings (torchao has no such kernel).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..space import LOWER_PRECISIONS
-from .calibration import Calibration, OpStats
+from .calibration import OpStats
 from .modules import CONVOLUTIONS, as_linear, has_floating_weights, is_transposed_linear
+from .quantized import QuantizedLinear, quantized_conv
 
 Lower = Callable[[nn.Module, OpStats | None], nn.Module]
 
@@ -37,7 +48,7 @@ class Handler:
     kind: str  # what it takes, in words (for docs and errors)
     accepts: Callable[[nn.Module], bool]
     lower: Lower
-    calibrated: bool = False  # needs the op's activation statistics from calibration
+    calibrated: bool = False  # needs the op's static activation qparams from calibration
 
 
 _HANDLERS: list[Handler] = []
@@ -66,17 +77,25 @@ def precisions_of(module: nn.Module) -> tuple[str, ...]:
 
 
 def needs_calibration(module: nn.Module, precisions: tuple[str, ...]) -> bool:
-    """Whether lowering `module` to one of `precisions` needs its activation statistics."""
+    """Whether lowering `module` to one of `precisions` needs its static activation qparams."""
     return any((h := handler(p, module)) is not None and h.calibrated for p in precisions)
 
 
 def lower(module: nn.Module, precision: str, stats: OpStats | None) -> nn.Module:
+    """`module` (a copy the caller gives away) at `precision`; the lowered module says its precision in `raytune_precision`."""
     found = handler(precision, module)
     if found is None:
         raise ValueError(f"no handler takes {type(module).__name__} to {precision}")
+    if found.calibrated and stats is None:
+        raise ValueError(f"{precision} needs the calibrated input range of this {type(module).__name__}, and calibration never reached it")
     lowered = found.lower(module, stats)
     lowered.raytune_precision = precision
     return lowered
+
+
+def describe() -> list[tuple[str, str]]:
+    """(precision, module kind) of every handler, in registration order."""
+    return [(h.precision, h.kind) for h in _HANDLERS]
 
 
 # ---------------------------------------------------------------- bf16, fp16
@@ -84,35 +103,45 @@ def lower(module: nn.Module, precision: str, stats: OpStats | None) -> nn.Module
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def cast_module(module: nn.Module, dtype: torch.dtype) -> nn.Module:
-    """Run `module` in bf16/fp16, in place: its weights cast, floating inputs cast to `dtype` on the way
-    in and outputs cast back to the input's dtype on the way out (hooks, so names and parents' access
-    to its weights stay as they were)."""
+class CastBoundary:
+    """The forward hooks of a module run in `dtype`: floating inputs cast to it on the way in, outputs cast back to the
+    input's dtype on the way out. An object rather than closures, so that a lowered model pickles."""
 
-    def cast(x, to):
+    def __init__(self, dtype: torch.dtype):
+        self.dtype = dtype
+
+    @staticmethod
+    def _cast(x, to: torch.dtype):
         return x.to(to) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
 
-    def before(mod, args, kwargs):
-        mod._raytune_out_dtype = next((a.dtype for a in args if isinstance(a, torch.Tensor) and a.is_floating_point()), torch.float32)
-        return tuple(cast(a, dtype) for a in args), {k: cast(v, dtype) for k, v in kwargs.items()}
+    def before(self, module: nn.Module, args: tuple, kwargs: dict):
+        module._raytune_out_dtype = next((a.dtype for a in args if isinstance(a, torch.Tensor) and a.is_floating_point()), torch.float32)
+        return tuple(self._cast(a, self.dtype) for a in args), {k: self._cast(v, self.dtype) for k, v in kwargs.items()}
 
-    def after(mod, args, kwargs, out):
-        to = mod._raytune_out_dtype
-        return tuple(cast(o, to) for o in out) if isinstance(out, tuple) else cast(out, to)
+    def after(self, module: nn.Module, args: tuple, kwargs: dict, out):
+        to = module._raytune_out_dtype
+        return tuple(self._cast(o, to) for o in out) if isinstance(out, tuple) else self._cast(out, to)
 
+
+def cast_module(module: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Run `module` in bf16/fp16, in place: its weights cast, its inputs and outputs converted at its boundary (hooks,
+    so names and parents' access to its weights stay as they were)."""
+    boundary = CastBoundary(dtype)
     module.to(dtype)
-    module.register_forward_pre_hook(before, with_kwargs=True)
-    module.register_forward_hook(after, with_kwargs=True)
+    module.register_forward_pre_hook(boundary.before, with_kwargs=True)
+    module.register_forward_hook(boundary.after, with_kwargs=True)
     return module
 
 
+def _cast_to(dtype: torch.dtype) -> Lower:
+    return lambda module, stats: cast_module(module, dtype)
+
+
 for _name, _dtype in DTYPES.items():
-    register(_name, "any module with floating weights of its own", has_floating_weights)(
-        lambda module, stats, dtype=_dtype: cast_module(module, dtype)
-    )
+    register(_name, "any module with floating weights of its own", has_floating_weights)(_cast_to(_dtype))
 
 
-# ---------------------------------------------------------------- int8
+# ---------------------------------------------------------------- int8_dynamic, int8
 
 
 def _quantize(module: nn.Module, config) -> nn.Module:
@@ -125,53 +154,31 @@ def _quantize(module: nn.Module, config) -> nn.Module:
     return module
 
 
-def linear_int8_config(stats: OpStats | None):
-    """The torchao config of an int8 Linear: static activations with the calibrated scale, or dynamic ones
-    where calibration never reached it."""
-    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8StaticActivationInt8WeightConfig, PerRow, PerTensor
-
-    if stats is None:
-        return Int8DynamicActivationInt8WeightConfig()
-    scale = torch.tensor(max(stats.absmax, 1e-12) / 127.0).reshape([1] * stats.ndim)
-    return Int8StaticActivationInt8WeightConfig(act_quant_scale=scale, granularity=[PerTensor(), PerRow()])
+def _is_linear(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear)
 
 
-@register("int8", "Linear", lambda m: isinstance(m, nn.Linear), calibrated=True)
+def _linear(module: nn.Module) -> nn.Linear:
+    return as_linear(module) if is_transposed_linear(module) else module
+
+
+@register("int8_dynamic", "Linear", _is_linear)
+@register("int8_dynamic", "transformers' Conv1D (as a Linear)", is_transposed_linear)
+def int8_dynamic_linear(module: nn.Module, stats: OpStats | None) -> nn.Module:
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig
+
+    return _quantize(_linear(module), Int8DynamicActivationInt8WeightConfig())
+
+
+@register("int8", "Linear", _is_linear, calibrated=True)
+@register("int8", "transformers' Conv1D (as a Linear)", is_transposed_linear, calibrated=True)
 def int8_linear(module: nn.Module, stats: OpStats | None) -> nn.Module:
-    return _quantize(module, linear_int8_config(stats))
-
-
-@register("int8", "transformers' Conv1D", is_transposed_linear, calibrated=True)
-def int8_transposed_linear(module: nn.Module, stats: OpStats | None) -> nn.Module:
-    return int8_linear(as_linear(module), stats)
+    return QuantizedLinear(_linear(module), stats)
 
 
 @register("int8", "Conv1d/2d/3d", lambda m: isinstance(m, CONVOLUTIONS), calibrated=True)
-def int8_conv(conv: nn.Module, stats: OpStats | None) -> nn.Module:
-    """Per-output-channel int8 weights and a static per-tensor int8 input scale, through torchao's
-    quantize/dequantize primitives, in place."""
-    from torchao.quantization.quant_primitives import MappingType, choose_qparams_affine, dequantize_affine, quantize_affine
-
-    w = conv.weight.detach()
-    block = (1, *w.shape[1:])
-    scale, zero = choose_qparams_affine(w, MappingType.SYMMETRIC, block, torch.int8)
-    qw = quantize_affine(w, block, scale, zero, torch.int8)
-    conv.weight = nn.Parameter(dequantize_affine(qw, block, scale, zero, torch.int8, output_dtype=w.dtype), requires_grad=False)
-    if stats is not None:
-        input_scale = torch.tensor(max(stats.absmax, 1e-12) / 127.0, device=w.device)
-
-        def quantize_input(module, args):
-            x = args[0]
-            shape = tuple(x.shape)
-            s = input_scale.to(x.dtype).reshape([1] * x.dim())
-            z = torch.zeros_like(s, dtype=torch.int32)
-            return (
-                dequantize_affine(quantize_affine(x, shape, s, z, torch.int8), shape, s, z, torch.int8, output_dtype=x.dtype),
-                *args[1:],
-            )
-
-        conv.register_forward_pre_hook(quantize_input)
-    return conv
+def int8_conv(module: nn.Module, stats: OpStats | None) -> nn.Module:
+    return quantized_conv(module, stats)
 
 
 def embedding_int8_config():
@@ -183,20 +190,3 @@ def embedding_int8_config():
 @register("int8", "Embedding (weights only)", lambda m: isinstance(m, nn.Embedding))
 def int8_embedding(module: nn.Module, stats: OpStats | None) -> nn.Module:
     return _quantize(module, embedding_int8_config())
-
-
-def torchao_config(config: Mapping[str, str], calibration: Calibration, model: nn.Module):
-    """The torchao `FqnToConfig` of the int8 Linear and Embedding ops of `config` in the FP32 `model`: what torchao
-    itself can apply to them."""
-    from torchao.quantization import FqnToConfig
-
-    out = {}
-    for name, precision in config.items():
-        module = model.get_submodule(name)
-        if precision != "int8":
-            continue
-        if isinstance(module, nn.Embedding):
-            out[name] = embedding_int8_config()
-        elif isinstance(module, nn.Linear):
-            out[name] = linear_int8_config(calibration.stats.get(name))
-    return FqnToConfig(out)

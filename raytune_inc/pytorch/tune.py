@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -11,28 +11,23 @@ import torch
 from torch import nn
 
 from ..criterion import AccuracyCriterion
+from ..history.measures import write_measures
 from ..records import TuneResult
 from ..run import TuningRun
-from ..space import check_precisions
+from ..space import FP32, Op, TuningSpace, check_precisions
 from ..strategies import Strategy
 from ..tuner import execute
 from ..versions import package_version
 from ..workers import WorkersSpec, worker_groups
+from .calibration import Calibration, calibrate, run_batch
 from .digest import model_digest
 from .evaluation import ModelEvaluation
+from .measure import ModelSize, measure_latency, state_dict_bytes
 from .modules import model_device
 from .ops import discover_ops
-from .precisions import torchao_config
-
-
-@dataclass(frozen=True)
-class ModelTuneResult(TuneResult):
-    """A TuneResult with the tuned model: `model` has every op at its precision in `config`
-    (the FP32 model when no config met the goal); `torchao_config` is the torchao FqnToConfig of
-    its int8 Linear ops."""
-
-    model: nn.Module | None = None
-    torchao_config: Any = None
+from .precisions import handler
+from .result import ModelTuneResult
+from .speed import without_slower
 
 
 def check_model(model: nn.Module) -> None:
@@ -72,22 +67,39 @@ def tune(
     resume: bool = False,
     op_name_dict: Mapping[str, Sequence[str]] | None = None,
     op_type_dict: Mapping[str, Sequence[str]] | None = None,
+    example_inputs: Any = None,
+    skip_slower: bool = False,
 ) -> ModelTuneResult:
     """Find the most lowered version of the FP32 `model` whose `eval_fn(model)` meets the goal.
 
     `calib_data` is an iterable of inputs (a tensor, a tuple of positional inputs or a dict
-    of keyword inputs per batch), run once through the FP32 model to calibrate the int8
-    activation scales; without int8 in `precisions` it is not used and may be None. The
-    model, `eval_fn` and `calib_data` go to each evaluator once.
-    Everything else is as in `tune_space`; `op_name_dict` / `op_type_dict` restrict the
-    precisions of ops by name or module type (regex -> allowed precisions).
+    of keyword inputs per batch), run once through the FP32 model to calibrate static int8
+    activations; without int8 in `precisions` it is not used and may be None. The model,
+    `eval_fn`, `calib_data` and the calibration go to each evaluator once.
+    `op_name_dict` / `op_type_dict` restrict the precisions of ops by name or module type
+    (regex -> allowed precisions). `example_inputs` (one batch, as in `calib_data`): at the end,
+    the FP32 and the tuned model are timed on it, eager and compiled (`res.latency`); without
+    it nothing is timed. `skip_slower=True` (ours, not Neural Compressor's) first times each
+    (op type, precision) pair, compiled, on an op's own input shape, and leaves out of the run
+    the pairs slower than FP32 there (`res.skipped`). Everything else is as in `tune_space`.
     """
     check_model(model)
     space = discover_ops(model, op_name_dict, op_type_dict)
     if not callable(eval_fn):
         raise TypeError(f"eval_fn must be callable (model -> accuracy), got {type(eval_fn).__name__}")
-    evaluation = ModelEvaluation(model, eval_fn, calib_data, space, check_precisions(precisions, "precisions"))
-    evaluation.calibration  # noqa: B018 - calibrate here: bad calibration data fails before any Ray work
+    precisions = check_precisions(precisions, "precisions")
+    device = model_device(model)
+    if example_inputs is not None:
+        check_example_inputs(model, example_inputs)
+    evaluation = ModelEvaluation(model, eval_fn, calib_data, space, precisions)
+    calibration = evaluation.calibration  # here: bad calibration data fails before any Ray work
+    space = reachable(model, space, calibration, evaluation.calibrated)
+    skipped: dict[tuple[str, str], str] = {}
+    if skip_slower:
+        if calib_data is None:
+            raise ValueError("skip_slower needs calib_data: the calibration batches give each op the input shape it is timed on")
+        shapes = calibration.shapes or calibrate(model, calib_data, [], space.names).shapes
+        space, skipped = without_slower(model, space, calibration, shapes, precisions, device)
     if worker_groups(workers):
         from ray import cloudpickle
 
@@ -104,13 +116,50 @@ def tune(
         # The FP32 evaluation runs in this process first: an eval_fn that fails on the FP32
         # model stops the run before any evaluator starts. A resumed run has it recorded.
         if run.baseline is None:
-            run.evaluate_baseline(device=str(model_device(model)))
+            run.evaluate_baseline(device=str(device))
 
     res = execute(run, workers, checkpoint, resume, prepare=baseline_here)
-    config = res.config if res.config is not None else dict.fromkeys(space.names, "fp32")
+    config = res.config if res.config is not None else dict.fromkeys(space.names, FP32)
     tuned = evaluation.build(config)
-    return ModelTuneResult(
+    latency = measure_latency(model, tuned, example_inputs, device) if example_inputs is not None else None
+    size = ModelSize(state_dict_bytes(model), state_dict_bytes(tuned))
+    result = ModelTuneResult(
         **{f.name: getattr(res, f.name) for f in fields(TuneResult)},
         model=tuned,
-        torchao_config=torchao_config(config, evaluation.calibration, model),
+        fp32_model=model,
+        calibration=calibration,
+        latency=latency,
+        size=size,
+        skipped=skipped,
     )
+    if checkpoint is not None:
+        write_measures(checkpoint, result.measures())
+    return result
+
+
+def check_example_inputs(model: nn.Module, example_inputs: Any) -> None:
+    """Refuse `example_inputs` the FP32 model cannot run, naming the cause, before any work."""
+    try:
+        with torch.no_grad():
+            run_batch(model.eval(), example_inputs)
+    except Exception as exc:
+        raise ValueError(f"example_inputs: the FP32 model rejects them: {type(exc).__name__}: {exc}") from exc
+
+
+def reachable(model: nn.Module, space: TuningSpace, calibration: Calibration, calibrated: Sequence[str]) -> TuningSpace:
+    """`space` without the calibrated precisions (static int8) of the ops the calibration data never reached."""
+    unreached = {name for name in calibrated if name not in calibration.stats}
+    if not unreached:
+        return space
+    ops = []
+    for op in space:
+        if op.name in unreached:
+            module = model.get_submodule(op.name)
+            keep = tuple(p for p in op.precisions if not handler(p, module).calibrated)
+            if not keep:
+                continue
+            op = Op(op.name, op.type, keep)
+        ops.append(op)
+    if not ops:
+        raise ValueError(f"the calibration data reaches none of the ops {sorted(unreached)[:5]}: no op is left to tune")
+    return TuningSpace(ops)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -15,8 +15,9 @@ import pyarrow.compute as pc
 from ..criterion import AccuracyCriterion
 from ..history.files import read_history
 from ..history.fingerprint import criterion_from_fingerprint, space_from_fingerprint
+from ..history.measures import Measure, read_measures
 from ..records import BASELINE_STAGE, CANCELLED, ERROR, LOST, is_wasted, result_of
-from ..space import PRECISION_CODES, PRECISIONS
+from ..space import LOWER_PRECISIONS, PRECISION_CODES, PRECISIONS
 
 # Kinds of evaluation, each with its colour (svg.COLOURS): the same in both pictures.
 MEETS, FAILS, WASTED, BASELINE, ERRORED, STOPPED = "meets", "fails", "wasted", "baseline", "errored", "stopped"
@@ -66,9 +67,9 @@ class Row:
     def duration(self) -> float | None:
         return None if self.start is None or self.end is None else max(0.0, self.end - self.start)
 
-    def counts(self) -> dict[str, int]:
-        """Ops at each precision."""
-        return {p: self.config.count(PRECISION_CODES[p]) for p in PRECISIONS}
+    def counts(self, precisions: tuple[str, ...] = PRECISIONS) -> dict[str, int]:
+        """Ops at each of `precisions`."""
+        return {p: self.config.count(PRECISION_CODES[p]) for p in precisions}
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,8 @@ class Facts:
     baseline_failed: bool
     n_ops: int
     rows: list[Row]
+    precisions: tuple[str, ...] = LOWER_PRECISIONS  # the run's lower precisions, in pool order
+    measures: list[Measure] = field(default_factory=list)  # latency, size, skipped pairs (tune() with a checkpoint)
 
     @property
     def goal(self) -> float | None:
@@ -153,4 +156,6 @@ def read_facts(directory: str | os.PathLike) -> Facts:
         baseline_failed=failed,
         n_ops=len(space_from_fingerprint(fp)),
         rows=rows,
+        precisions=tuple(p for p in LOWER_PRECISIONS if p in fp["precisions"]),
+        measures=read_measures(directory),
     )

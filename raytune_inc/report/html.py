@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .facts import BASELINE, ERRORED, FAILS, MEETS, STOPPED, WASTED, Facts, Row, read_facts
 from .svg import COLOURS, Svg, axis_span, axis_ticks, esc, fmt, marker, reference_labels, tick_text
-from .text import RIGHT, TABLE_HEAD, facts_list, num, table_cells
+from .text import RIGHT, facts_list, num, table_cells, table_head
 
 
 def _tooltip(r: Row) -> str:
@@ -179,10 +179,11 @@ def _trials_table(f: Facts) -> str:
     committed = f.committed
     if not committed:
         return "<p>No committed trials.</p>"
-    head = "".join(f"<th>{esc(h)}</th>" for h in TABLE_HEAD)
+    columns = table_head(f.precisions)
+    head = "".join(f"<th>{esc(h)}</th>" for h in columns)
     body = []
-    for cells in table_cells(committed):
-        tds = "".join(f"<td{_NUMERIC if h in RIGHT else ''}>{esc(v)}</td>" for h, v in zip(TABLE_HEAD, cells, strict=True))
+    for cells in table_cells(committed, f.precisions):
+        tds = "".join(f"<td{_NUMERIC if h in RIGHT else ''}>{esc(v)}</td>" for h, v in zip(columns, cells, strict=True))
         body.append(f"<tr>{tds}</tr>")
     return f'<table class="trials"><thead><tr>{head}</tr></thead><tbody>\n' + "\n".join(body) + "\n</tbody></table>"
 

@@ -7,12 +7,17 @@ import os
 from collections.abc import Iterable, Sequence
 
 from ..criterion import AccuracyCriterion
+from ..history.measures import Measure
 from ..records import CANCELLED, ERROR, LOST
-from ..space import LOWER_PRECISIONS
+from ..space import FP32, LOWER_PRECISIONS
 from .facts import Facts, Row, read_facts
 
-TABLE_HEAD = ("seq", "trial", "stage", *LOWER_PRECISIONS, "accuracy", "meets", "status", "worker", "seconds")
 RIGHT = {"seq", "trial", *LOWER_PRECISIONS, "accuracy", "seconds"}  # the columns aligned right
+
+
+def table_head(precisions: tuple[str, ...]) -> tuple[str, ...]:
+    """The columns of the trials table: one count of ops per lower precision of the run."""
+    return ("seq", "trial", "stage", *precisions, "accuracy", "meets", "status", "worker", "seconds")
 
 
 def num(value: float | None) -> str:
@@ -20,8 +25,8 @@ def num(value: float | None) -> str:
     return "-" if value is None else f"{value:.6g}"
 
 
-def _precisions_text(row: Row) -> str:
-    return ", ".join(f"{p} {n}" for p, n in row.counts().items())
+def _precisions_text(row: Row, precisions: tuple[str, ...]) -> str:
+    return ", ".join(f"{p} {n}" for p, n in row.counts((FP32, *precisions)).items())
 
 
 def _criterion_text(c: AccuracyCriterion) -> str:
@@ -44,7 +49,8 @@ def facts_list(f: Facts) -> list[tuple[str, str]]:
     if result is None:
         result_text = "none met the goal"
     else:
-        result_text = f"trial {result.trial_id} (commit {result.commit_seq}): accuracy {num(result.accuracy)}; {_precisions_text(result)}"
+        counts = _precisions_text(result, f.precisions)
+        result_text = f"trial {result.trial_id} (commit {result.commit_seq}): accuracy {num(result.accuracy)}; {counts}"
     starts = [r.start for r in f.rows if r.start is not None]
     ends = [r.end for r in f.rows if r.end is not None]
     span = f"{max(ends) - min(starts):.2f} s" if starts and ends else "-"
@@ -64,7 +70,35 @@ def facts_list(f: Facts) -> list[tuple[str, str]]:
         ("lost", str(f.count(LOST))),
         ("evaluation span", span),
         ("result", result_text),
+        *measure_facts(f.measures),
     ]
+
+
+def measure_facts(measures: Sequence[Measure]) -> list[tuple[str, str]]:
+    """The tuned model as deployed (what `tune` measured at the end), as (label, value) pairs."""
+    out = []
+    values = {(m.what, m.subject): m for m in measures}
+    for mode in ("eager", "compiled"):
+        fp32, tuned = values.get(("latency", f"fp32 {mode}")), values.get(("latency", f"tuned {mode}"))
+        if fp32 and tuned and fp32.value and tuned.value:
+            out.append(
+                (
+                    f"latency, {mode}",
+                    f"{fp32.value:.3g} ms FP32 -> {tuned.value:.3g} ms tuned ({fp32.value / tuned.value:.2f}x); {tuned.note}",
+                )
+            )
+    fp32, tuned = values.get(("size", "fp32")), values.get(("size", "tuned"))
+    if fp32 and tuned and fp32.value and tuned.value:
+        out.append(
+            (
+                "model size",
+                f"{fp32.value / 2**20:.3g} MiB FP32 -> {tuned.value / 2**20:.3g} MiB tuned ({fp32.value / tuned.value:.2f}x smaller)",
+            )
+        )
+    for m in measures:
+        if m.what == "skipped":
+            out.append((f"skipped: {m.subject} at {m.precision}", m.note or "slower than FP32"))
+    return out
 
 
 def _yes_no(meets: bool | None) -> str:
@@ -82,19 +116,19 @@ def _column_format(values: Iterable[float]) -> str:
     return f".{decimals}f"
 
 
-def table_cells(rows: Sequence[Row]) -> list[tuple[str, ...]]:
-    """The cells of the trials table (columns `TABLE_HEAD`), one tuple per row."""
+def table_cells(rows: Sequence[Row], precisions: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """The cells of the trials table (columns `table_head(precisions)`), one tuple per row."""
     spec = _column_format(r.accuracy for r in rows if r.accuracy is not None)
     out = []
     for r in rows:
-        counts = r.counts()
+        counts = r.counts(precisions)
         duration = r.duration
         out.append(
             (
                 str(r.commit_seq),
                 str(r.trial_id),
                 r.stage,
-                *(str(counts[p]) for p in LOWER_PRECISIONS),
+                *(str(counts[p]) for p in precisions),
                 "-" if r.accuracy is None else format(r.accuracy, spec),
                 _yes_no(r.meets),
                 r.status,
@@ -127,7 +161,7 @@ def history_summary(directory: str | os.PathLike) -> str:
     lines.append("")
     if committed:
         lines.append(f"committed trials ({len(committed)}), in commit order:")
-        lines.extend(_aligned(TABLE_HEAD, table_cells(committed)))
+        lines.extend(_aligned(table_head(f.precisions), table_cells(committed, f.precisions)))
     else:
         lines.append("no committed trials")
     return "\n".join(lines) + "\n"

@@ -1,0 +1,132 @@
+"""A model as deployed, and what it costs: compiled for inference, timed against the FP32 model, sized.
+
+`compile_model` is `torch.compile` with what int8 kernels need (inductor freezing, under no_grad):
+the tuned model and the FP32 model are compiled the same way, which is the fair comparison.
+Timings alternate the two models call by call, so that a machine's load falls on both alike.
+"""
+
+from __future__ import annotations
+
+import io
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .calibration import run_batch
+
+
+class CompiledModel(nn.Module):
+    """`model` under `torch.compile`, called with inductor freezing on and autograd off (inference only).
+
+    Freezing turns weights into constants, which lets inductor fold BatchNorm, pre-pack weights and
+    match the int8 patterns onto oneDNN's int8 kernels. It applies while a call compiles, so every
+    call runs inside the setting. Shapes are static: a new input shape compiles again (oneDNN's
+    int8 convolutions under dynamic shapes fail torch 2.13's stride checks).
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self._compiled = torch.compile(model, dynamic=False)  # int8 kernels are matched on static shapes
+
+    def forward(self, *args, **kwargs):
+        import torch._inductor.config as inductor_config
+
+        with torch.no_grad(), inductor_config.patch(freezing=True):
+            return self._compiled(*args, **kwargs)
+
+
+def compile_model(model: nn.Module) -> CompiledModel:
+    """`model` compiled for inference on the device it is on, as `ModelTuneResult.compile()` compiles a tuned model."""
+    return CompiledModel(model.eval())
+
+
+def state_dict_bytes(model: nn.Module) -> int:
+    """The size of the model's state_dict as torch.save writes it."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.tell()
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Medians in milliseconds of one call on `example_inputs`, on `device`, of the FP32 and the tuned model, eager and
+    compiled (`compile_model`); `calls`: the timed calls of each."""
+
+    device: str
+    fp32_eager_ms: float
+    tuned_eager_ms: float
+    fp32_compiled_ms: float
+    tuned_compiled_ms: float
+    calls: int
+
+    @property
+    def eager_speedup(self) -> float:
+        return self.fp32_eager_ms / self.tuned_eager_ms
+
+    @property
+    def compiled_speedup(self) -> float:
+        return self.fp32_compiled_ms / self.tuned_compiled_ms
+
+    def text(self) -> str:
+        return (
+            f"latency on {self.device}, median of {self.calls} calls: eager {self.fp32_eager_ms:.2f} ms FP32 -> "
+            f"{self.tuned_eager_ms:.2f} ms tuned ({self.eager_speedup:.2f}x), compiled {self.fp32_compiled_ms:.2f} ms -> "
+            f"{self.tuned_compiled_ms:.2f} ms ({self.compiled_speedup:.2f}x)"
+        )
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """The state_dict sizes of the FP32 and the tuned model, in bytes, as torch.save writes them."""
+
+    fp32_bytes: int
+    tuned_bytes: int
+
+    def text(self) -> str:
+        ratio = self.fp32_bytes / self.tuned_bytes
+        return f"size {self.fp32_bytes / 2**20:.2f} MiB FP32 -> {self.tuned_bytes / 2**20:.2f} MiB tuned ({ratio:.2f}x smaller)"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def alternate_medians(
+    calls: list[Callable[[], object]], device: torch.device, min_calls: int = 15, min_seconds: float = 1.0
+) -> tuple[list[float], int]:
+    """Median milliseconds of each of `calls`, timed in turn, one call each per round, after two warm-up rounds; at
+    least `min_calls` rounds and `min_seconds` of timing, at most 10x that many seconds."""
+    with torch.no_grad():
+        for _ in range(2):
+            for call in calls:
+                call()
+        _sync(device)
+        times: list[list[float]] = [[] for _ in calls]
+        started = time.perf_counter()
+        rounds = 0
+        while rounds < min_calls or time.perf_counter() - started < min_seconds:
+            for i, call in enumerate(calls):
+                t = time.perf_counter()
+                call()
+                _sync(device)
+                times[i].append((time.perf_counter() - t) * 1e3)
+            rounds += 1
+            if time.perf_counter() - started > 10 * max(min_seconds, 1.0) and rounds >= 3:
+                break
+    return [statistics.median(t) for t in times], rounds
+
+
+def measure_latency(fp32: nn.Module, tuned: nn.Module, example_inputs, device: torch.device) -> Latency:
+    """Time the FP32 and the tuned model on `example_inputs` (a batch as calibration takes it), eager then compiled."""
+    eager, eager_calls = alternate_medians([lambda: run_batch(fp32, example_inputs), lambda: run_batch(tuned, example_inputs)], device)
+    fp32_compiled, tuned_compiled = compile_model(fp32), compile_model(tuned)
+    compiled, compiled_calls = alternate_medians(
+        [lambda: run_batch(fp32_compiled, example_inputs), lambda: run_batch(tuned_compiled, example_inputs)], device
+    )
+    return Latency(str(device), eager[0], eager[1], compiled[0], compiled[1], min(eager_calls, compiled_calls))

@@ -1,0 +1,116 @@
+"""Static int8 Linear and convolutions in PyTorch's quantized representation: the one pt2e's `convert_pt2e` emits.
+
+Each module holds int8 weights (per output channel, symmetric, chosen by the weight observer
+of `X86InductorQuantizer`'s config) and the static activation qparams calibration chose
+(uint8 with a zero point, per tensor), and computes
+
+    x -> quantize_per_tensor -> dequantize_per_tensor -> linear / conv(..., dequantize_per_channel(weight))
+
+with the `quantized_decomposed` ops. Eagerly that is int8's accuracy at FP32's speed; under
+`torch.compile` with inductor freezing, inductor's x86 passes match the pattern and run the
+layer on oneDNN's int8 kernels (`qlinear_pointwise`, `qconv_pointwise`), as for a model
+quantized by pt2e with `X86InductorQuantizer`. Module by module, so the rest of the model,
+its names and its Python code stay the user's.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# The quantized_decomposed ops: registered by torch's decomposed quantization library, which torchao's pt2e
+# convert imports for the same purpose.
+import torchao.quantization.pt2e.convert  # noqa: E402, F401, I001
+from torch import nn
+from torch.nn import functional as F
+
+from .calibration import OpStats, weight_observer
+
+_qd = torch.ops.quantized_decomposed
+U8_MIN, U8_MAX = 0, 255  # activations: uint8 with a zero point (X86InductorQuantizer's default)
+I8_MIN, I8_MAX = -128, 127  # weights: int8, symmetric per output channel
+
+
+class QuantizedModule(nn.Module):
+    """int8 weights per output channel and the static activation qparams of one op.
+
+    The quantized modules below subclass the module they replace (an `isinstance` check still
+    holds) and keep its hyperparameters (`in_features`, `kernel_size`, `stride`, ...); `weight`
+    reads as the dequantized FP32 weight, for code that looks at it.
+    """
+
+    def _quantize_from(self, module: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None, stats: OpStats) -> None:
+        nn.Module.__init__(self)
+        for key, value in vars(module).items():
+            if key == "_reversed_padding_repeated_twice" or (not key.startswith("_") and key != "training"):
+                object.__setattr__(self, key, value)  # hyperparameters: plain values
+        weight = weight.detach().float()
+        observer = weight_observer().to(weight.device)
+        observer(weight)
+        scale, zero_point = observer.calculate_qparams()
+        scale, zero_point = scale.to(weight.device), zero_point.to(weight.device)
+        self.register_buffer("weight_int8", _qd.quantize_per_channel(weight, scale, zero_point, 0, I8_MIN, I8_MAX, torch.int8))
+        self.register_buffer("weight_scale", scale.float())
+        self.register_buffer("weight_zero_point", zero_point.to(torch.int64))
+        self.bias = None if bias is None else nn.Parameter(bias.detach().float().clone(), requires_grad=False)
+        self.input_scale = float(stats.input_scale)
+        self.input_zero_point = int(stats.input_zero_point)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.dequantized_weight()
+
+    def quantized_input(self, x: torch.Tensor) -> torch.Tensor:
+        s, z = self.input_scale, self.input_zero_point
+        return _qd.dequantize_per_tensor(_qd.quantize_per_tensor(x, s, z, U8_MIN, U8_MAX, torch.uint8), s, z, U8_MIN, U8_MAX, torch.uint8)
+
+    def dequantized_weight(self) -> torch.Tensor:
+        return _qd.dequantize_per_channel(self.weight_int8, self.weight_scale, self.weight_zero_point, 0, I8_MIN, I8_MAX, torch.int8)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, input_scale={self.input_scale:.4g}, input_zero_point={self.input_zero_point}"
+
+
+class QuantizedLinear(QuantizedModule, nn.Linear):
+    """A Linear with int8 weights and statically quantized int8 (uint8 with a zero point) inputs."""
+
+    def __init__(self, linear: nn.Linear, stats: OpStats):
+        self._quantize_from(linear, linear.weight, linear.bias, stats)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.quantized_input(x), self.dequantized_weight(), self.bias)
+
+
+class _QuantizedConv(QuantizedModule):
+    """A convolution (grouped and depthwise ones included) with int8 weights and statically quantized inputs."""
+
+    _convolution = staticmethod(F.conv2d)
+
+    def __init__(self, conv: nn.Module, stats: OpStats):
+        self._quantize_from(conv, conv.weight, conv.bias, stats)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, padding = self.quantized_input(x), self.padding
+        if self.padding_mode != "zeros":
+            x, padding = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode), 0
+        return self._convolution(x, self.dequantized_weight(), self.bias, self.stride, padding, self.dilation, self.groups)
+
+
+class QuantizedConv1d(_QuantizedConv, nn.Conv1d):
+    _convolution = staticmethod(F.conv1d)
+
+
+class QuantizedConv2d(_QuantizedConv, nn.Conv2d):
+    _convolution = staticmethod(F.conv2d)
+
+
+class QuantizedConv3d(_QuantizedConv, nn.Conv3d):
+    _convolution = staticmethod(F.conv3d)
+
+
+QUANTIZED_CONVOLUTIONS = {nn.Conv1d: QuantizedConv1d, nn.Conv2d: QuantizedConv2d, nn.Conv3d: QuantizedConv3d}
+
+
+def quantized_conv(conv: nn.Module, stats: OpStats) -> _QuantizedConv:
+    """The static int8 version of a Conv1d/2d/3d."""
+    cls = next(q for base, q in QUANTIZED_CONVOLUTIONS.items() if isinstance(conv, base))
+    return cls(conv, stats)

@@ -1,0 +1,78 @@
+"""What `tune` returns: the trials and the tuned model, with what it costs as deployed, and the ways to deploy it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..history.measures import Measure
+from ..records import TuneResult
+from .calibration import Calibration
+from .measure import CompiledModel, Latency, ModelSize, compile_model
+
+
+@dataclass(frozen=True)
+class ModelTuneResult(TuneResult):
+    """A TuneResult with the tuned model.
+
+    `model` has every op at its precision in `config` (the FP32 model's copy when no config met
+    the goal); `eval_fn(model) == accuracy`. `calibration` holds the static int8 qparams it was
+    built with; `latency` the FP32 and tuned models timed on `example_inputs` (None without it);
+    `size` their state_dict sizes; `skipped` the (op type, precision) pairs `skip_slower` left out,
+    with why.
+    """
+
+    model: nn.Module | None = None
+    fp32_model: nn.Module | None = field(default=None, repr=False)
+    calibration: Calibration | None = field(default=None, repr=False)
+    latency: Latency | None = None
+    size: ModelSize | None = None
+    skipped: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def compile(self) -> CompiledModel:
+        """The tuned model compiled for inference on its device (`torch.compile` with inductor freezing, which int8
+        convolutions and linears need to run on oneDNN's int8 kernels). Compile the FP32 model with
+        `raytune_inc.compile_model` to compare."""
+        return compile_model(self.model)
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the tuned model to `directory` without pickle: the per-op config and calibration as JSON, the lowered
+        ops' weights as safetensors. `raytune_inc.load(directory, fp32_model)` rebuilds it."""
+        from .saved import save
+
+        return save(directory, self.model, self.fp32_model, self.config or {}, self.calibration or Calibration())
+
+    def export(self, example_inputs: Any):
+        """`torch.export.export` of the tuned model on `example_inputs` (a tensor, a tuple of positional inputs or a
+        dict of keyword inputs): an ExportedProgram, where torch.export can trace the model."""
+        import torch
+
+        if isinstance(example_inputs, dict):
+            args, kwargs = (), dict(example_inputs)
+        elif isinstance(example_inputs, tuple | list):
+            args, kwargs = tuple(example_inputs), {}
+        else:
+            args, kwargs = (example_inputs,), {}
+        return torch.export.export(self.model, args, kwargs)
+
+    def measures(self) -> list[Measure]:
+        """Latency, size and what was skipped, as the rows a checkpoint directory keeps beside its history."""
+        out = []
+        if self.latency is not None:
+            lat = self.latency
+            for subject, value in (
+                ("fp32 eager", lat.fp32_eager_ms),
+                ("tuned eager", lat.tuned_eager_ms),
+                ("fp32 compiled", lat.fp32_compiled_ms),
+                ("tuned compiled", lat.tuned_compiled_ms),
+            ):
+                out.append(Measure("latency", subject, value, "ms", note=f"{lat.device}, median of {lat.calls} calls"))
+        if self.size is not None:
+            out += [Measure("size", "fp32", self.size.fp32_bytes, "bytes"), Measure("size", "tuned", self.size.tuned_bytes, "bytes")]
+        for (op_type, precision), why in self.skipped.items():
+            out.append(Measure("skipped", op_type, None, precision=precision, note=why))
+        return out
