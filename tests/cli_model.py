@@ -27,4 +27,9 @@ def calibration() -> list[torch.Tensor]:
     return list(_inputs().split(64))
 
 
+def example() -> torch.Tensor:
+    """One batch to time the models on."""
+    return _inputs()[:64]
+
+
 NOT_A_MODEL = 42

@@ -34,7 +34,23 @@ def tuned(tmp_path_factory):
     """One tuning on 2 Ray evaluators, with its history and saved model."""
     directory = tmp_path_factory.mktemp("cli")
     history, saved = directory / "history", directory / "model.pt"
-    done = cli("tune", *MODEL, "--precisions", "int8", "bf16", "--workers", "2", "--checkpoint", str(history), "--save-model", str(saved))
+    done = cli(
+        "tune",
+        *MODEL,
+        "--precisions",
+        "int8",
+        "bf16",
+        "--workers",
+        "2",
+        "--checkpoint",
+        str(history),
+        "--save-model",
+        str(saved),
+        "--save",
+        str(directory / "tuned"),
+        "--example-inputs",
+        "tests.cli_model:example",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return history, saved, done.stdout
 
@@ -51,16 +67,27 @@ def test_tune_prints_the_result_and_saves_the_tuned_model(tuned):
 
     model = torch.load(saved, weights_only=False)
     assert eval_fn(model) == pytest.approx(accuracy, abs=1e-6)
+    from raytune_inc import load
+    from tests.cli_model import model as fp32_model
+
+    assert eval_fn(load(saved.parent / "tuned", fp32_model())) == pytest.approx(accuracy, abs=1e-6)  # --save: no pickle
+    assert re.search(r"latency on cpu, median of \d+ calls: eager .* ms FP32 -> .* ms tuned .*compiled", out), out
+    assert re.search(r"size .* MiB FP32 -> .* MiB tuned", out), out
 
 
 def test_resume_of_a_finished_history_evaluates_nothing_and_gives_the_same_result(tuned):
     history, _, out = tuned
     rows = load_history(history).num_rows
-    done = cli("tune", *MODEL, "--precisions", "int8", "bf16", "--workers", "0", "--checkpoint", str(history), "--resume")
+    args = ("--precisions", "int8", "bf16", "--workers", "0", "--checkpoint", str(history), "--resume")
+    done = cli("tune", *MODEL, *args, "--example-inputs", "tests.cli_model:example")
     assert done.returncode == 0, done.stderr[-3000:]
     assert load_history(history).num_rows == rows
     assert "0 evaluations" in done.stdout
-    assert done.stdout[done.stdout.index("{") :].split("history:")[0] == out[out.index("{") :].split("history:")[0]
+
+    def config(text):  # the per-op result, as JSON
+        return json.loads(text[text.index("{") : text.index("}") + 1])
+
+    assert config(done.stdout) == config(out)
 
 
 def test_history_and_report_commands(tuned, tmp_path):
@@ -69,10 +96,12 @@ def test_history_and_report_commands(tuned, tmp_path):
     done = cli("history", str(history))
     assert done.returncode == 0, done.stderr
     assert table["run_id"][0].as_py() in done.stdout
+    assert "latency, compiled" in done.stdout and "model size" in done.stdout
     out = tmp_path / "report" / "run.html"
     done = cli("report", str(history), "--out", str(out))
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(out) and out.read_text().count("<svg") == 2
+    assert "latency, compiled" in out.read_text()  # the tuned model as deployed, in the report too
 
 
 def test_progress_line_only_when_asked_or_on_a_terminal(tmp_path):

@@ -193,6 +193,27 @@ def test_the_digits_example_trains_once_and_tunes(tmp_path):
     assert res.accuracy == eval_fn(res.model) and res.accuracy >= res.baseline * 0.99
 
 
+@pytest.mark.slow
+def test_the_resnet_example_tunes_to_int8_and_meets_the_goal_as_deployed(tmp_path):
+    from raytune_inc import AccuracyCriterion
+    from raytune_inc.examples.resnet import DigitsResNet, TestAccuracy, calibration_batches, dataset, trained_model
+
+    x, _, test_x, _ = dataset()
+    assert x.shape[1:] == test_x.shape[1:] == (1, 32, 32)
+    model = trained_model(tmp_path / "resnet.pt", epochs=1)
+    again = trained_model(tmp_path / "resnet.pt")  # from the cache, loaded without pickle
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True))
+    assert isinstance(again, DigitsResNet)
+    eval_fn = TestAccuracy()
+    assert eval_fn(model) > 0.5  # one epoch: far from chance (0.1)
+    criterion = AccuracyCriterion(0.01)
+    res = tune(model, eval_fn, calibration_batches(2), precisions=("int8",), accuracy=criterion, workers=0)
+    assert res.config is not None and set(res.config.values()) == {"int8"}  # 6 convolutions and the Linear
+    assert sum(isinstance(m, nn.Identity) for m in res.model.modules()) == 6  # every BatchNorm folded into its conv
+    assert res.accuracy == eval_fn(res.model)
+    assert criterion.meets(eval_fn(res.compile()), res.baseline)  # as deployed: compiled, on int8 kernels
+
+
 class ThreadsSeen:
     """eval_fn that notes, in the evaluator it runs in, its CPU share and torch's thread count."""
 

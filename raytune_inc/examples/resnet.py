@@ -81,6 +81,17 @@ def trained_model(cache: str | Path = "runs/digits_resnet.pt", epochs: int = 4) 
                 optimizer.zero_grad()
                 nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
                 optimizer.step()
+        # BatchNorm statistics of the final weights: a cumulative average over the training set.
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.reset_running_stats()
+                    module.momentum = None
+            for batch in x.split(128):
+                model(batch)
+            for module in model.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.momentum = 0.1
     finally:
         torch.set_num_threads(threads)
     cache.parent.mkdir(parents=True, exist_ok=True)
