@@ -9,6 +9,7 @@ what it is given.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -37,8 +38,12 @@ class _Slot:
 class EvaluatorPool:
     """Evaluator actors: starting ones, idle ones, and the ones running a task.
 
-    `await start()` inside the event loop starts the evaluators; they take work as soon as
-    each one is up, so the pool's start-up overlaps the first trials.
+    `launch()` (inside the event loop) starts the evaluators, at most `max_starting` at a time: a
+    start imports torch and loads the model, seconds of CPU, so where evaluators outnumber the
+    CPUs, starting them all at once would delay every one of them; the next starts as one comes
+    up. They take work as soon as each one is up, so the pool's start-up overlaps the first
+    trials. `await start()` waits until one is up. `startup` has each evaluator's seconds from
+    its start to its being up.
     """
 
     def __init__(
@@ -47,8 +52,10 @@ class EvaluatorPool:
         evaluate: EvaluateFn,
         shares: list[tuple[float, float]],
         name_prefix: str = "raytune-inc",
+        max_starting: int | None = None,
     ):
-        """One evaluator per entry of `shares`: its (num_cpus, num_gpus); a dead one is replaced with the same share."""
+        """One evaluator per entry of `shares`: its (num_cpus, num_gpus); a dead one is replaced with the same share.
+        `max_starting`: how many start at once (None: all)."""
         if not shares:
             raise ValueError("an evaluator pool needs at least one evaluator")
         try:
@@ -57,8 +64,12 @@ class EvaluatorPool:
             raise TypeError(f"the evaluation function cannot be sent to the evaluators (it must be picklable): {exc}") from exc
         self._space_ref = ray.put(space)
         self._shares = list(shares)
+        self._waiting: deque[tuple[float, float]] = deque(shares)  # shares of evaluators not started yet
+        self._max_starting = max(1, max_starting) if max_starting is not None else len(shares)
         self._prefix = name_prefix
         self._started = 0
+        self._start_times: dict[str, float] = {}
+        self.startup: dict[str, float] = {}  # evaluator name -> seconds from its start to its being up
         self._start_deaths = 0  # evaluators in a row that died while starting (their node lost, OOM kill)
         self.idle: deque[_Slot] = deque()
         self.starting: dict[asyncio.Future, _Slot] = {}  # ready() -> evaluator
@@ -69,15 +80,20 @@ class EvaluatorPool:
         name = f"{self._prefix}-evaluator-{self._started}"
         self._started += 1
         num_cpus, num_gpus = share
+        self._start_times[name] = time.monotonic()
         actor = RemoteEvaluator.options(
             name=name, num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0, scheduling_strategy="SPREAD"
         ).remote(self._space_ref, self._evaluate_ref, name)
         self.starting[asyncio.wrap_future(actor.ready.remote().future())] = _Slot(name, actor, share)
 
+    def launch(self) -> None:
+        """Start as many waiting evaluators as may start at once; call inside the event loop."""
+        while self._waiting and len(self.starting) < self._max_starting:
+            self._start(self._waiting.popleft())
+
     async def start(self, timeout: float) -> None:
-        """Start the evaluators and wait until at least one is up, or raise naming the resources asked for."""
-        for share in self._shares:
-            self._start(share)
+        """Start the evaluators (see `launch`) and wait until at least one is up, or raise naming the resources asked for."""
+        self.launch()
         while not self.idle:
             done, _ = await asyncio.wait(self.starting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             if not done:
@@ -104,12 +120,14 @@ class EvaluatorPool:
                     ) from exc
                 self._start_deaths += 1
                 ray.kill(slot.actor, no_restart=True)
-                self._start(slot.share)
+                self._waiting.appendleft(slot.share)  # started again, first
                 continue
             except RayTaskError as exc:
                 raise _start_error(slot.name, exc) from exc
             self._start_deaths = 0
+            self.startup[slot.name] = time.monotonic() - self._start_times[slot.name]
             self.idle.append(slot)
+        self.launch()  # the next ones, in the room those left
 
     def submit(self, precisions: tuple[str, ...], payload: Any, task_name: str) -> str:
         """Start evaluating on an idle evaluator; returns the evaluator's name."""
@@ -124,7 +142,9 @@ class EvaluatorPool:
         A dead evaluator is replaced by a new one and its task comes back as `Lost`.
         """
         if not self.in_flight and not self.starting:
-            return []
+            self.launch()
+            if not self.starting:
+                return []
         done, _ = await asyncio.wait([*self.in_flight, *self.starting], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         self._take_started([f for f in done if f in self.starting])
         finished = []
@@ -137,7 +157,8 @@ class EvaluatorPool:
             except LOST_ERRORS as exc:
                 finished.append((payload, Lost(slot.name, f"evaluator {slot.name} died: {type(exc).__name__}: {exc}", slot.node)))
                 ray.kill(slot.actor, no_restart=True)
-                self._start(slot.share)
+                self._waiting.appendleft(slot.share)  # replaced, with the same share
+                self.launch()
                 continue
             except RayTaskError as exc:
                 self.idle.append(slot)  # the evaluator lives on; the driver decides what the failure means
@@ -158,6 +179,7 @@ class EvaluatorPool:
         self.in_flight.clear()
         self.starting.clear()
         self.idle.clear()
+        self._waiting.clear()
         return pending
 
 

@@ -16,6 +16,7 @@ _EXPORTS = {
     "Config": "space",
     "ConservativeStrategy": "strategies",
     "Evaluation": "records",
+    "CpuShareWarning": "errors",
     "EvaluatorStartError": "errors",
     "ModelTuneResult": "pytorch.result",
     "compile_model": "pytorch.measure",
@@ -43,6 +44,7 @@ __all__ = [
     "AutoMixedPrecisionStrategy",
     "Config",
     "ConservativeStrategy",
+    "CpuShareWarning",
     "Evaluation",
     "EvaluatorStartError",
     "HistoryError",
@@ -82,7 +84,15 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from .criterion import AccuracyCriterion
-    from .errors import EvaluatorStartError, HistoryError, HistoryWarning, RaytuneError, StrategyError, TuningError
+    from .errors import (
+        CpuShareWarning,
+        EvaluatorStartError,
+        HistoryError,
+        HistoryWarning,
+        RaytuneError,
+        StrategyError,
+        TuningError,
+    )
     from .history import load_history
     from .pytorch.measure import compile_model
     from .pytorch.result import ModelTuneResult

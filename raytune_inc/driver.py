@@ -66,6 +66,8 @@ class Driver:
         self.pool = pool
         self.max_lost = max_lost
         self.model = PassModel(run.space, run.criterion)
+        if run.prior is not None:
+            self.model.set_prior(run.prior)
         self.speculator = Speculator(run.strategy, run.space, run.precisions, run.criterion, run.max_trials)
         # The finished evaluation of each config (ok or error), those recorded by earlier sessions included.
         self.rows: dict[Config, HistoryRow] = dict(run.recorded)
@@ -154,9 +156,19 @@ class Driver:
         for candidate in picks:
             self._dispatch(candidate.config, candidate.stage)
 
+    def _take_prior(self) -> None:
+        """A prior measured while the run goes (tune's sensitivity) guides the picks from when it is ready."""
+        future = self.run.prior_future
+        if future is not None and future.done():
+            self.run.prior_future = None
+            if future.exception() is None and future.result() is not None:
+                self.run.prior = future.result()
+                self.model.set_prior(self.run.prior)
+
     async def drive(self) -> None:
         run = self.run
         while True:
+            self._take_prior()
             if run.path is None and run.baseline is not None:
                 run.start_path()
             if run.path is not None:

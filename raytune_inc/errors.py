@@ -44,5 +44,9 @@ class CliError(RaytuneError):
     """Bad input to the command line (a `module:name` that does not import, a missing directory)."""
 
 
+class CpuShareWarning(UserWarning):
+    """More evaluators than the cluster has CPUs: they share them, and start a few at a time."""
+
+
 class HistoryWarning(UserWarning):
     """Something in a history was dropped on load (a torn last record); the message says what was kept."""

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+import warnings
+from collections.abc import Callable
 
 import ray
 
 from actors.pool import EvaluatorPool
 
 from .driver import Driver, run_coroutine
+from .errors import CpuShareWarning
 from .ray_session import cpus_per_evaluator, ray_session
 from .records import CANCELLED, Evaluation
 from .run import TuningRun
@@ -42,7 +45,23 @@ class RayExecutor:
             shares += [(g.num_cpus if g.num_cpus is not None else cpus_per_evaluator(count), g.num_gpus)] * g.count
         return shares
 
-    def run(self, run: TuningRun) -> None:
+    def max_starting(self, shares: list[tuple[float, float]]) -> int:
+        """How many evaluators start at once: all of them where each has CPUs of its own; else as many as the
+        cluster has CPUs (a start is seconds of CPU: more at once would only delay every one of them)."""
+        cpus = ray.cluster_resources().get("CPU", 1.0)
+        if len(shares) <= cpus or all(num_gpus > 0 for _, num_gpus in shares):
+            return len(shares)
+        warnings.warn(
+            f"{len(shares)} evaluators asked for, and the Ray cluster has {cpus:g} CPUs: they share them, and start "
+            f"{max(1, int(cpus))} at a time (each start imports torch and loads the evaluation, seconds of CPU). "
+            "More evaluators than CPUs pay only while evaluations wait on something other than the CPU.",
+            CpuShareWarning,
+            stacklevel=4,
+        )
+        return max(1, int(cpus))
+
+    def run(self, run: TuningRun, prepare: Callable[[TuningRun], None] | None = None) -> None:
+        """`prepare(run)` runs in this process once the evaluators are starting: their start-up overlaps it."""
         if run.baseline is not None and run.recorded:
             run.start_path()
             run.replay_recorded()  # resume: no Ray at all when the recorded results finish the path
@@ -51,14 +70,19 @@ class RayExecutor:
                 return
         with ray_session(run.job_name):
             run.monitor.attach_metrics(run.run_id)
-            pool = EvaluatorPool(run.space, run.evaluate, self.shares(), f"raytune-inc-{run.run_id[:8]}")
+            shares = self.shares()
+            pool = EvaluatorPool(run.space, run.evaluate, shares, f"raytune-inc-{run.run_id[:8]}", self.max_starting(shares))
             try:
-                run_coroutine(self._drive(run, pool))
+                run_coroutine(self._drive(run, pool, prepare))
             finally:
+                run.evaluator_startup = dict(pool.startup)
                 run.monitor.finished()  # while Ray is up: its last metrics are exported as it shuts down
 
-    async def _drive(self, run: TuningRun, pool: EvaluatorPool) -> None:
+    async def _drive(self, run: TuningRun, pool: EvaluatorPool, prepare: Callable[[TuningRun], None] | None) -> None:
         try:
+            pool.launch()
+            if prepare is not None:
+                prepare(run)
             await pool.start(self.start_timeout)
             await Driver(run, pool, self.max_lost).drive()
         finally:

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
 from typing import TYPE_CHECKING, Protocol, TypeVar
@@ -135,7 +135,9 @@ class TuneResult:
     call ran (the baseline and speculative ones included; a resumed run does not count
     the recorded ones it replayed); `wall_time` is the run's duration in
     seconds, `startup_time` the part of it before the first evaluation started (Ray
-    and evaluator start-up).
+    and evaluator start-up), `first_trial_time` the part before the first trial's
+    evaluation (not the baseline's) started (None when none did); `evaluator_startup`
+    holds each Ray evaluator's seconds from its start to its being up.
     """
 
     config: dict[str, str] | None
@@ -149,3 +151,5 @@ class TuneResult:
     evaluations: int = 0
     wall_time: float = 0.0
     startup_time: float = 0.0
+    first_trial_time: float | None = None
+    evaluator_startup: dict[str, float] = field(default_factory=dict)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from typing import Protocol
 
 import pyarrow as pa
@@ -27,12 +28,14 @@ from .monitor import RunMonitor
 from .records import BASELINE_STAGE, Evaluation, Trial, TuneResult
 from .settings import RunSettings
 from .space import Config
+from .speculation import Prior, check_prior
 from .strategies import Strategy
 
 
 class Executor(Protocol):
-    def run(self, run: TuningRun) -> None:
-        """Evaluate the baseline if the run has none, then walk `run.start_path()` to its end."""
+    def run(self, run: TuningRun, prepare: Callable[[TuningRun], None] | None = None) -> None:
+        """Call `prepare(run)` (its evaluators may start meanwhile), evaluate the baseline if the run has none, then
+        walk `run.start_path()` to its end."""
 
 
 class TuningRun:
@@ -48,7 +51,10 @@ class TuningRun:
         max_trials: int,
         timeout: float,
         baseline: float | None,
+        prior: Mapping[tuple[str, str], float] | Prior | None = None,
     ):
+        """`prior`: the expected accuracy loss of each (op, precision) alone, which guides the speculation (never the
+        result); see `speculation.Prior`."""
         if not callable(evaluate):
             raise TypeError(f"evaluate must be callable (config dict -> accuracy), got {type(evaluate).__name__}")
         self.settings = settings = RunSettings.checked(space, strategy, accuracy, precisions, max_trials, timeout, baseline)
@@ -60,12 +66,17 @@ class TuningRun:
         self.timeout = settings.timeout
         self.evaluate = evaluate
         self.baseline: float | None = settings.baseline
+        self.prior: Prior | None = None if prior is None else check_prior(prior, self.space, self.precisions)
+        # A prior still being measured (tune's sensitivity, in a thread): the driver takes it when it is done.
+        self.prior_future: Future[Prior] | None = None
         self.fingerprint = fingerprint(self.space, self.strategy, self.criterion, self.precisions, settings.baseline)
         self.run_id = uuid.uuid4().hex
         self.started = time.monotonic()
         self.rows: list[HistoryRow] = []  # this session's evaluations, in dispatch order
         self.path: CommittedPath | None = None
         self.first_dispatch: float | None = None  # monotonic time of the first evaluation started
+        self.first_trial: float | None = None  # monotonic time of the first evaluation of a trial (not the baseline) started
+        self.evaluator_startup: dict[str, float] = {}  # seconds from each evaluator's start to its being up
         self._next_trial_id = 0
         # Resume: the results recorded by earlier sessions (ok and error, baseline excluded), by config.
         self.recorded: dict[Config, HistoryRow] = {}
@@ -106,6 +117,8 @@ class TuningRun:
         self.rows.append(row)
         if self.first_dispatch is None:
             self.first_dispatch = time.monotonic()
+        if self.first_trial is None and stage != BASELINE_STAGE:
+            self.first_trial = time.monotonic()
         return row
 
     def complete(self, row: HistoryRow, evaluation: Evaluation) -> HistoryRow:
@@ -183,4 +196,6 @@ class TuningRun:
             evaluations=sum(1 for r in self.rows if r.evaluation is not None),
             wall_time=now - self.started,
             startup_time=(self.first_dispatch or now) - self.started,
+            first_trial_time=None if self.first_trial is None else self.first_trial - self.started,
+            evaluator_startup=dict(self.evaluator_startup),
         )

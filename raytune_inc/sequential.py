@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .committed_path import TIMEOUT
 from .evaluation import evaluate_config
 from .run import TuningRun
 
 
 class SequentialExecutor:
-    def run(self, run: TuningRun) -> None:
+    def run(self, run: TuningRun, prepare: Callable[[TuningRun], None] | None = None) -> None:
+        if prepare is not None:
+            prepare(run)
         if run.baseline is None:
             run.evaluate_baseline()
         path = run.start_path()

@@ -25,17 +25,65 @@ from .strategies import Candidate, ForkablePlan, Outcome, Plan, Strategy, is_op_
 P_MIN, P_MAX = 0.02, 0.98
 
 
+@dataclass(frozen=True)
+class Prior:
+    """What each (op, precision) alone is expected to cost, before any result: `values`, up to a `scale`.
+
+    `scale=None`: a proxy in its own units (tune's measured sensitivity); the scale that maps it to
+    accuracy loss is fitted on the first real results. A number: `values` are already expected
+    accuracy losses (a user's prior, `scale=1`), trusted from the start. Either way the real results
+    refit it as they arrive.
+    """
+
+    values: Mapping[tuple[str, str], float]
+    scale: float | None = None
+
+
+def check_prior(prior: Mapping[tuple[str, str], float] | Prior, space: TuningSpace, precisions: Sequence[str]) -> Prior:
+    """`prior` as a Prior of expected accuracy losses (scale 1 unless it is a Prior), or ValueError naming what is not
+    in the space: ops it does not have, precisions an op or the run does not take, values that are not numbers."""
+    if not isinstance(prior, Prior):
+        if not isinstance(prior, Mapping):
+            raise TypeError(f"prior must map (op name, precision) to an expected accuracy loss, got {type(prior).__name__}")
+        prior = Prior(dict(prior), 1.0)
+    unknown_ops, unknown_precisions, bad = set(), set(), []
+    for key, value in prior.values.items():
+        if not (isinstance(key, tuple) and len(key) == 2):
+            raise ValueError(f"prior keys are (op name, precision) pairs, got {key!r}")
+        name, precision = key
+        if name not in space.names:
+            unknown_ops.add(name)
+        elif precision not in precisions or not space.ops[space.index(name)].supports(precision) or precision == FP32:
+            unknown_precisions.add((name, precision))
+        if not isinstance(value, int | float) or isinstance(value, bool) or math.isnan(value):
+            bad.append((key, value))
+    if unknown_ops:
+        raise ValueError(f"prior names ops the space does not have: {sorted(unknown_ops)[:8]}")
+    if unknown_precisions:
+        raise ValueError(
+            f"prior names precisions that these ops or the run ({', '.join(precisions)}) do not take: {sorted(unknown_precisions)[:8]}"
+        )
+    if bad:
+        raise ValueError(f"prior values must be numbers (expected accuracy loss), got {bad[:4]}")
+    return prior
+
+
 class PassModel:
     """Probability that a candidate meets the goal, learnt from the results of this run.
 
     Two estimates: the pass rate of the candidate's stage (type-wise trials fail far
     more often than op-wise ones), and an additive loss model fitted on every result,
     `accuracy ~= baseline - sum(loss[op, precision])`, which sees when the tolerance
-    budget is about to run out. The additive model decides once it has data.
+    budget is about to run out. Without a prior the additive model decides once it has a few
+    results, each op's loss pulled towards the mean loss. With a `Prior` (`set_prior`) each op's
+    loss is pulled towards its prior value times a scale fitted on the results (least squares of
+    the results' losses on their summed prior values), so that an op never lowered yet already has
+    its own expected loss: the model decides from the first result on (from the start when the
+    prior's scale is known).
     """
 
-    RIDGE = 0.05  # pull of each per-op loss towards the mean loss, against the data
-    MIN_FIT = 3  # results before the additive model is trusted
+    RIDGE = 0.05  # pull of each per-op loss towards its prior (the mean loss without one), against the data
+    MIN_FIT = 3  # results before the additive model is trusted, without a prior
     # Most recent results the additive model is fitted on: few enough for its n x n solve to stay below the
     # size where BLAS goes multi-threaded (OpenBLAS: n * n >= 10000); with the cores busy evaluating, a
     # multi-threaded solve takes up to tens of milliseconds instead of a fraction of one.
@@ -57,9 +105,23 @@ class PassModel:
         self._weights: np.ndarray | None = None
         self._sigma = 0.0
         self._dirty = False
+        self._prior_values: np.ndarray | None = None  # per feature, NaN where the prior says nothing
+        self._prior_scale: float | None = None
+
+    def set_prior(self, prior: Prior) -> None:
+        """Take `prior` (checked against the space): from now on each op's expected loss starts from it."""
+        n = len(PRECISIONS)
+        values = np.full(len(self._space) * n, np.nan)
+        finite = [v for v in prior.values.values() if math.isfinite(v)]
+        ceiling = 1e3 * max((abs(v) for v in finite), default=1.0)  # an op that breaks the output: very costly
+        for (name, precision), value in prior.values.items():
+            values[self._space.index(name) * n + PRECISIONS.index(precision)] = value if math.isfinite(value) else ceiling
+        self._prior_values = values
+        self._prior_scale = prior.scale
+        self._dirty = True
 
     @staticmethod
-    def _prior(stage: str) -> tuple[float, float]:
+    def _stage_prior(stage: str) -> tuple[float, float]:
         # (passes, fails) pseudo-counts: op-wise trials tend to pass, whole-type trials are a coin flip.
         return (4.0, 1.0) if is_op_wise(stage) else (1.0, 1.0)
 
@@ -96,11 +158,25 @@ class PassModel:
         self._gram[slot] = self._gram[:, slot] = self._x[:, columns].sum(axis=1)
 
     def stage_rate(self, stage: str) -> float:
-        passes, fails = self._prior(stage)
+        passes, fails = self._stage_prior(stage)
         seen = self._stage_counts.get(stage)
         if seen:
             passes, fails = passes + seen[0], fails + seen[1]
         return passes / (passes + fails)
+
+    def _anchor(self, x: np.ndarray, y: np.ndarray, mean: float) -> np.ndarray | None:
+        """What each op's loss is pulled towards: its prior value times the fitted scale (the mean loss where the prior
+        says nothing), or None while there is no prior, or no scale yet."""
+        if self._prior_values is None:
+            return None
+        known = np.nan_to_num(self._prior_values, nan=0.0)
+        summed = x @ known  # each result's summed prior
+        scale = self._prior_scale
+        if float(summed @ summed) > 0:
+            scale = max(0.0, float(summed @ y) / float(summed @ summed))
+        if scale is None:
+            return None
+        return np.where(np.isnan(self._prior_values), mean, scale * known)
 
     def _fit(self) -> None:
         self._dirty = False
@@ -108,15 +184,21 @@ class PassModel:
             self._add(features, loss)
         self._new.clear()
         n = min(self._learnt, self.MAX_FIT)
-        if n < self.MIN_FIT:
-            self._weights = None
-            return
         x, y, counts = self._x[:n], self._y[:n], np.diag(self._gram)[:n]
-        mean = float(np.sum(y) / max(np.sum(counts), 1.0))
-        # Ridge towards the mean loss, solved in the n x n dual (n results << d features):
-        # (x x^T + RIDGE I) alpha = y - x mean, weights = mean + x^T alpha.
-        alpha = np.linalg.solve(self._gram[:n, :n] + self.RIDGE * np.eye(n), y - mean * counts)
-        self._weights = mean + x.T @ alpha
+        mean = float(np.sum(y) / max(np.sum(counts), 1.0)) if n else 0.0
+        anchor = self._anchor(x, y, mean)
+        if anchor is None:
+            if n < self.MIN_FIT:
+                self._weights = None
+                return
+            anchor = np.full(x.shape[1], mean)
+        if n == 0:
+            self._weights, self._sigma = anchor, 0.0
+            return
+        # Ridge towards the anchor, solved in the n x n dual (n results << d features):
+        # (x x^T + RIDGE I) alpha = y - x anchor, weights = anchor + x^T alpha.
+        alpha = np.linalg.solve(self._gram[:n, :n] + self.RIDGE * np.eye(n), y - x @ anchor)
+        self._weights = anchor + x.T @ alpha
         residual = y - x @ self._weights
         self._sigma = float(np.sqrt(np.mean(residual**2)))
 
@@ -124,7 +206,7 @@ class PassModel:
         """Predicted accuracy of `config`, or None without enough data."""
         if self._baseline is None:
             return None
-        if self._dirty:
+        if self._dirty or (self._weights is None and self._prior_values is not None):
             self._fit()
         if self._weights is None:
             return None

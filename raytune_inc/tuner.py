@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from .criterion import AccuracyCriterion
@@ -38,6 +38,7 @@ def tune_space(
     checkpoint: str | Path | None = None,
     resume: bool = False,
     baseline: float | None = None,
+    prior: Mapping[tuple[str, str], float] | None = None,
 ) -> TuneResult:
     """Find the most quantized config of `space` whose accuracy meets the goal.
 
@@ -58,8 +59,12 @@ def tune_space(
     would. Resuming a history of a different run (space, strategy, criterion,
     precisions, baseline or library version) raises HistoryError naming what differs;
     `resume=True` on an empty or new directory starts a new history.
+
+    `prior` (ours): your own expected accuracy loss of each (op, precision) alone, e.g. from an
+    earlier run; it makes the speculation's guesses better from the first trial and can never
+    change the result. Ops and precisions outside the space are a ValueError naming them.
     """
-    run = TuningRun(space, evaluate, strategy, accuracy, precisions, max_trials, timeout, baseline)
+    run = TuningRun(space, evaluate, strategy, accuracy, precisions, max_trials, timeout, baseline, prior)
     return execute(run, workers, checkpoint, resume)
 
 
@@ -70,8 +75,8 @@ def execute(
     resume: bool,
     prepare: Callable[[TuningRun], None] | None = None,
 ) -> TuneResult:
-    """Run `run` on the executor `workers` asks for, with its checkpoint; `prepare(run)` is called
-    once the recorded history (if any) is restored, before any evaluator starts."""
+    """Run `run` on the executor `workers` asks for, with its checkpoint; `prepare(run)` runs in this process
+    once the recorded history (if any) is restored: before any evaluation, while Ray's evaluators start."""
     executor = make_executor(workers)
     if not isinstance(resume, bool):
         raise ValueError(f"resume must be True or False, got {resume!r}")
@@ -80,10 +85,8 @@ def execute(
     if checkpoint is not None:
         run.use_storage(ArrowStorage(checkpoint, resume))
     try:
-        if prepare is not None:
-            prepare(run)
         try:
-            executor.run(run)
+            executor.run(run, prepare)
         finally:
             run.monitor.finished()
     finally:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from raytune_inc.pytorch.calibration import OpStats, calibrate
+from raytune_inc.pytorch.calibration import OpStats, calibrate, weight_scales
 from raytune_inc.pytorch.evaluation import apply_config
 from raytune_inc.pytorch.ops import discover_ops
 from raytune_inc.pytorch.precisions import describe, lower, precisions_of
@@ -45,7 +45,7 @@ def test_static_int8_linear_computes_its_reference_and_stays_within_its_quantiza
     torch.manual_seed(1)
     linear = nn.Linear(24, 6)
     x = torch.rand(10, 24) * 4 - 1
-    stats = OpStats(4 / 255, 64)
+    stats = OpStats(4 / 255, 64, weight_scales(linear.weight))
     q = lower(copy.deepcopy(linear), "int8", stats)
     assert isinstance(q, QuantizedLinear)
     wq, w_scale = fake_quant_weight(linear.weight.detach())

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from raytune_inc import TuningError, tune
+from raytune_inc import TuningError, load_history, tune
 from raytune_inc.pytorch.calibration import calibrate
 from raytune_inc.pytorch.evaluation import ModelEvaluation, apply_config
 from raytune_inc.pytorch.ops import discover_ops
@@ -149,11 +149,6 @@ def test_bad_input_fails_before_any_evaluator_starts(net, data, monkeypatch):
 
     monkeypatch.setattr(driver, "ray_session", lambda *args, **kwargs: pytest.fail("Ray was started"))
 
-    def broken(model):
-        raise RuntimeError("eval_fn broke")
-
-    with pytest.raises(TuningError, match="eval_fn broke"):
-        tune(net, broken, [data[:4]], workers=2)
     with pytest.raises(ValueError, match="rejects the calibration data"):
         tune(net, agreement(net, data), [torch.randn(4, 3, 8, 8)], workers=2)
     with pytest.raises(ValueError, match="calibration data is empty"):
@@ -165,6 +160,29 @@ def test_bad_input_fails_before_any_evaluator_starts(net, data, monkeypatch):
         tune(net, lambda m: lock.locked() or agreement(net, data)(m), [data[:4]], workers=2)
     with pytest.raises(TypeError, match="eval_fn must be callable"):
         tune(net, 3, [data[:4]], workers=0)
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_an_eval_fn_that_fails_on_the_fp32_model_stops_the_run_before_any_trial(net, data, tmp_path):
+    # The evaluators start while the driver evaluates the baseline: a failed baseline stops them, and no trial runs.
+    def broken(model):
+        raise RuntimeError("eval_fn broke")
+
+    with pytest.raises(TuningError, match="eval_fn broke"):
+        tune(net, broken, [data[:4]], workers=2, checkpoint=tmp_path / "h")
+    table = load_history(tmp_path / "h")
+    assert table["stage"].to_pylist() == ["baseline"] and table["status"].to_pylist() == ["error"]
+    import time
+
+    import ray
+
+    def evaluators():
+        return [a for a in ray.util.list_named_actors(all_namespaces=True) if "evaluator" in str(a)]
+
+    deadline = time.monotonic() + 10  # killed actors leave the list of named ones within moments
+    while evaluators() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert evaluators() == []
 
 
 @pytest.mark.slow

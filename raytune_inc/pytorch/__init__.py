@@ -1,24 +1,27 @@
 """The PyTorch backend: a model's ops (`ops`), the precision handlers (`precisions`), calibration, a config applied
 to a copy of the model and the evaluation of it (`evaluation`), the model digest, and `tune` (`tune`).
 
-torchao is imported here once, quietly: on a CPU it warns on every import about the CUDA kernels it
-cannot load and about a torch API it still calls, lines that say nothing about a tuning run.
+torchao is imported where it is used (`import_torchao`), quietly: on a CPU it warns on every import
+about the CUDA kernels it cannot load and about a torch API it still calls, lines that say nothing
+about a tuning run; and an evaluator that runs only static int8 and bf16 never pays its seconds of
+import.
 """
 
+from __future__ import annotations
+
+import importlib
 import logging
+from types import ModuleType
 
 
-def _import_torchao_quietly() -> None:
-    loggers = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
+def import_torchao(name: str = "torchao.quantization") -> ModuleType:
+    """`import name` (a torchao module), with torchao's import-time warnings silenced."""
+    loggers = [logging.getLogger(logger) for logger in ("torchao", "torch.utils._pytree")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.ERROR)
     try:
-        import torchao  # noqa: F401
-        import torchao.quantization  # noqa: F401
+        return importlib.import_module(name)
     finally:
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
-
-
-_import_torchao_quietly()

@@ -23,15 +23,18 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves
 
-from .modules import CONVOLUTIONS, fold_batchnorm, model_device
+from .modules import CONVOLUTIONS, fold_batchnorm, is_transposed_linear, model_device
 
 
 @dataclass(frozen=True)
 class OpStats:
-    """What calibration saw of one op's input: the static int8 qparams chosen for it (uint8 with a zero point)."""
+    """The static int8 qparams of one op: its input's (uint8 with a zero point, chosen on the calibration data) and
+    its weight's (int8, symmetric, one scale per output channel, of the weight the op will have: a folded
+    BatchNorm included). Chosen once in the driver, so that an evaluator builds int8 ops without an observer."""
 
     input_scale: float
     input_zero_point: int
+    weight_scale: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -53,25 +56,38 @@ class Calibration:
     @classmethod
     def from_json(cls, data: dict) -> Calibration:
         return cls(
-            {name: OpStats(float(s["input_scale"]), int(s["input_zero_point"])) for name, s in data["stats"].items()},
+            {
+                name: OpStats(float(s["input_scale"]), int(s["input_zero_point"]), tuple(float(w) for w in s["weight_scale"]))
+                for name, s in data["stats"].items()
+            },
             {name: tuple(int(d) for d in shape) for name, shape in data["shapes"].items()},
             {str(k): str(v) for k, v in data["folded"].items()},
         )
 
 
+def _x86_config():
+    from . import import_torchao
+
+    return import_torchao("torchao.quantization.pt2e.quantizer.x86_inductor_quantizer").get_default_x86_inductor_quantization_config()
+
+
 def activation_observer() -> nn.Module:
     """A new observer of static int8 activations, made as pt2e's prepare makes it from `X86InductorQuantizer`'s
     default quantization config."""
-    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import get_default_x86_inductor_quantization_config
-
-    return observer_of(get_default_x86_inductor_quantization_config().input_activation)
+    return observer_of(_x86_config().input_activation)
 
 
 def weight_observer() -> nn.Module:
     """A new observer of int8 weights (per output channel, symmetric), as `X86InductorQuantizer` configures it."""
-    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import get_default_x86_inductor_quantization_config
+    return observer_of(_x86_config().weight)
 
-    return observer_of(get_default_x86_inductor_quantization_config().weight)
+
+def weight_scales(weight: torch.Tensor) -> tuple[float, ...]:
+    """The per-output-channel scales of int8 weights that `weight_observer` chooses for `weight`."""
+    observer = weight_observer()
+    observer(weight.detach().float().cpu())
+    scale, _ = observer.calculate_qparams()
+    return tuple(float(s) for s in scale)
 
 
 def observer_of(spec) -> nn.Module:
@@ -205,16 +221,27 @@ def calibrate(model: nn.Module, calib_data: Iterable | None, observed: Iterable[
     finally:
         recorder.remove()
         model.train(was_training)
-    stats = {}
+    inputs = {}
     for name, observer in recorder.observers.items():
         if name in recorder.shapes:  # the calibration data reached it
             scale, zero_point = observer.calculate_qparams()
-            stats[name] = OpStats(float(scale), int(zero_point))
-    pairs = {conv: norm for norm, conv in recorder.pairs.items() if conv is not None and conv in stats}
+            inputs[name] = (float(scale), int(zero_point))
+    pairs = {conv: norm for norm, conv in recorder.pairs.items() if conv is not None and conv in inputs}
     if pairs:
         model.eval()
         try:
             pairs = _foldable(model, pairs, first, expected)
         finally:
             model.train(was_training)
+    stats = {}
+    for name, (scale, zero_point) in inputs.items():
+        module = recorder.modules[name]
+        if name in pairs:
+            module = fold_batchnorm(module, recorder.modules[pairs[name]])
+        if isinstance(module, (nn.Linear, *CONVOLUTIONS)):
+            stats[name] = OpStats(scale, zero_point, weight_scales(module.weight))
+        elif is_transposed_linear(module):
+            stats[name] = OpStats(scale, zero_point, weight_scales(module.weight.t()))
+        else:  # an op whose static int8 (if any) has no weight matrix: its input's qparams only
+            stats[name] = OpStats(scale, zero_point)
     return Calibration(stats, dict(recorder.shapes), pairs)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..space import FP32, TuningSpace
-from .calibration import Calibration, calibrate
+from .calibration import Calibration, calibrate, run_batch
 from .modules import fold_batchnorm
 from .precisions import lower, needs_calibration
 
@@ -81,10 +81,19 @@ class ModelEvaluation:
         return state
 
     def prepare(self, device: str, num_threads: int) -> None:
-        """Run on `device` with `num_threads` torch threads: called once by the evaluator that holds this evaluation."""
+        """Run on `device` with `num_threads` torch threads: called once by the evaluator that holds this evaluation,
+        when it starts. The model goes to `device`, and one calibration batch through it, so that the first trial
+        does not pay for torch's first kernels."""
         torch.set_num_threads(num_threads)
         self.model = self.model.to(device)
         self._lowered = {}
+        batch = next(iter(self.calib_data), None) if self.calib_data is not None else None
+        if batch is not None:
+            with torch.no_grad():
+                try:
+                    run_batch(self.model.eval(), batch)
+                except Exception:  # a warm-up only: the trials say what is wrong, if anything is
+                    pass
 
     @property
     def calibration(self) -> Calibration:

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from ..space import LOWER_PRECISIONS
+from . import import_torchao
 from .calibration import OpStats
 from .modules import CONVOLUTIONS, as_linear, has_floating_weights, is_transposed_linear
 from .quantized import QuantizedLinear, quantized_conv
@@ -145,9 +146,7 @@ for _name, _dtype in DTYPES.items():
 
 
 def _quantize(module: nn.Module, config) -> nn.Module:
-    from torchao.quantization import quantize_
-
-    quantize_(module, config, filter_fn=lambda m, fqn: m is module)
+    import_torchao().quantize_(module, config, filter_fn=lambda m, fqn: m is module)
     # torchao binds an extra_repr method to each module it quantizes: a reference cycle that would
     # keep every trial's int8 weights alive until Python's next full collection.
     module.__dict__.pop("extra_repr", None)
@@ -165,9 +164,7 @@ def _linear(module: nn.Module) -> nn.Linear:
 @register("int8_dynamic", "Linear", _is_linear)
 @register("int8_dynamic", "transformers' Conv1D (as a Linear)", is_transposed_linear)
 def int8_dynamic_linear(module: nn.Module, stats: OpStats | None) -> nn.Module:
-    from torchao.quantization import Int8DynamicActivationInt8WeightConfig
-
-    return _quantize(_linear(module), Int8DynamicActivationInt8WeightConfig())
+    return _quantize(_linear(module), import_torchao().Int8DynamicActivationInt8WeightConfig())
 
 
 @register("int8", "Linear", _is_linear, calibrated=True)
@@ -182,9 +179,8 @@ def int8_conv(module: nn.Module, stats: OpStats | None) -> nn.Module:
 
 
 def embedding_int8_config():
-    from torchao.quantization import IntxWeightOnlyConfig, PerAxis
-
-    return IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0))  # per-row int8 weights
+    quantization = import_torchao()
+    return quantization.IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=quantization.PerAxis(0))  # per-row int8 weights
 
 
 @register("int8", "Embedding (weights only)", lambda m: isinstance(m, nn.Embedding))

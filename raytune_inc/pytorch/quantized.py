@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import torch
 
-# The quantized_decomposed ops: registered by torch's decomposed quantization library, which torchao's pt2e
-# convert imports for the same purpose.
-import torchao.quantization.pt2e.convert  # noqa: E402, F401, I001
+# The quantized_decomposed ops this representation is written in, which inductor's x86 passes match: registered by
+# the op library torch ships, the module torchao's pt2e convert imports to the same end. Imported alone, so that an
+# evaluator running static int8 does not pay torchao's seconds of import (the qparams come from the driver's
+# calibration, chosen there with torchao's observers).
+import torch.ao.quantization.fx._decomposed  # noqa: F401
 from torch import nn
 from torch.nn import functional as F
 
-from .calibration import OpStats, weight_observer
+from .calibration import OpStats
 
 _qd = torch.ops.quantized_decomposed
 U8_MIN, U8_MAX = 0, 255  # activations: uint8 with a zero point (X86InductorQuantizer's default)
@@ -44,10 +46,12 @@ class QuantizedModule(nn.Module):
             if key == "_reversed_padding_repeated_twice" or (not key.startswith("_") and key != "training"):
                 object.__setattr__(self, key, value)  # hyperparameters: plain values
         weight = weight.detach().float()
-        observer = weight_observer().to(weight.device)
-        observer(weight)
-        scale, zero_point = observer.calculate_qparams()
-        scale, zero_point = scale.to(weight.device), zero_point.to(weight.device)
+        if len(stats.weight_scale) != weight.shape[0]:
+            raise ValueError(
+                f"the calibration has {len(stats.weight_scale)} weight scales for a weight of {weight.shape[0]} output channels"
+            )
+        scale = torch.tensor(stats.weight_scale, dtype=torch.float32, device=weight.device)
+        zero_point = torch.zeros(scale.shape, dtype=torch.int64, device=weight.device)
         self.register_buffer("weight_int8", _qd.quantize_per_channel(weight, scale, zero_point, 0, I8_MIN, I8_MAX, torch.int8))
         self.register_buffer("weight_scale", scale.float())
         self.register_buffer("weight_zero_point", zero_point.to(torch.int64))

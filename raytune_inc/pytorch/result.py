@@ -23,7 +23,8 @@ class ModelTuneResult(TuneResult):
     the goal); `eval_fn(model) == accuracy`. `calibration` holds the static int8 qparams it was
     built with; `latency` the FP32 and tuned models timed on `example_inputs` (None without it);
     `size` their state_dict sizes; `skipped` the (op type, precision) pairs `skip_slower` left out,
-    with why.
+    with why; `sensitivity` how far each op alone moves the model's output at each precision
+    (the relative squared error of the outputs on a calibration batch, see `sensitivity.py`).
     """
 
     model: nn.Module | None = None
@@ -32,6 +33,7 @@ class ModelTuneResult(TuneResult):
     latency: Latency | None = None
     size: ModelSize | None = None
     skipped: dict[tuple[str, str], str] = field(default_factory=dict)
+    sensitivity: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def compile(self) -> CompiledModel:
         """The tuned model compiled for inference on its device (`torch.compile` with inductor freezing, which int8
@@ -75,4 +77,10 @@ class ModelTuneResult(TuneResult):
             out += [Measure("size", "fp32", self.size.fp32_bytes, "bytes"), Measure("size", "tuned", self.size.tuned_bytes, "bytes")]
         for (op_type, precision), why in self.skipped.items():
             out.append(Measure("skipped", op_type, None, precision=precision, note=why))
+        for (op, precision), value in self.sensitivity.items():
+            out.append(Measure("sensitivity", op, value, "relative squared error", precision=precision))
+        for name, seconds in self.evaluator_startup.items():
+            out.append(Measure("startup", name, seconds, "s", note="from its start to its being up"))
+        if self.first_trial_time is not None:
+            out.append(Measure("first trial", "run", self.first_trial_time, "s", note="from the call to the first trial's start"))
         return out

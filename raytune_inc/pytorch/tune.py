@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -27,6 +28,7 @@ from .modules import model_device
 from .ops import discover_ops
 from .precisions import handler
 from .result import ModelTuneResult
+from .sensitivity import Sensitivity
 from .speed import without_slower
 
 
@@ -69,6 +71,7 @@ def tune(
     op_type_dict: Mapping[str, Sequence[str]] | None = None,
     example_inputs: Any = None,
     skip_slower: bool = False,
+    sensitivity: bool = True,
 ) -> ModelTuneResult:
     """Find the most lowered version of the FP32 `model` whose `eval_fn(model)` meets the goal.
 
@@ -81,8 +84,13 @@ def tune(
     the FP32 and the tuned model are timed on it, eager and compiled (`res.latency`); without
     it nothing is timed. `skip_slower=True` (ours, not Neural Compressor's) first times each
     (op type, precision) pair, compiled, on an op's own input shape, and leaves out of the run
-    the pairs slower than FP32 there (`res.skipped`). Everything else is as in `tune_space`.
+    the pairs slower than FP32 there (`res.skipped`). `sensitivity=True` (with `calib_data`)
+    measures how far each op alone moves the model's output at each precision of the run
+    (`res.sensitivity`, and the report draws it); with Ray evaluators it is measured in this
+    process while they start and run, and guides the speculation as soon as it is ready (never
+    the result). Everything else is as in `tune_space`.
     """
+    called = time.monotonic()
     check_model(model)
     space = discover_ops(model, op_name_dict, op_type_dict)
     if not callable(eval_fn):
@@ -110,15 +118,28 @@ def tune(
                 f"the model, eval_fn and calib_data must be picklable to go to the evaluators: {type(exc).__name__}: {exc}"
             ) from exc
     run = TuningRun(space, evaluation, strategy, accuracy, precisions, max_trials, timeout, None)
+    run.started = called  # its times (the first trial's start, the timeout) count from this call
     run.fingerprint.update(model=model_digest(model), torch=package_version("torch"), torchao=package_version("torchao"))
+    measuring = Sensitivity(model, space, calibration, calib_data, precisions) if sensitivity and calib_data is not None else None
+    parallel = bool(worker_groups(workers))
 
-    def baseline_here(run: TuningRun) -> None:
-        # The FP32 evaluation runs in this process first: an eval_fn that fails on the FP32
-        # model stops the run before any evaluator starts. A resumed run has it recorded.
+    def prepare(run: TuningRun) -> None:
+        # In this process, while the evaluators start: the FP32 evaluation (the baseline; a resumed run has
+        # it recorded), then the sensitivity, in a thread, for the speculation to take when it is ready.
         if run.baseline is None:
             run.evaluate_baseline(device=str(device))
+        if measuring is not None and parallel:
+            run.prior_future = measuring.start()
 
-    res = execute(run, workers, checkpoint, resume, prepare=baseline_here)
+    try:
+        res = execute(run, workers, checkpoint, resume, prepare=prepare)
+    except BaseException:
+        if measuring is not None:
+            measuring.stop(abort=True)
+        raise
+    if measuring is not None:
+        measuring.stop()
+    table = measuring.result() if measuring is not None else {}
     config = res.config if res.config is not None else dict.fromkeys(space.names, FP32)
     tuned = evaluation.build(config)
     latency = measure_latency(model, tuned, example_inputs, device) if example_inputs is not None else None
@@ -131,6 +152,7 @@ def tune(
         latency=latency,
         size=size,
         skipped=skipped,
+        sensitivity=table,
     )
     if checkpoint is not None:
         write_measures(checkpoint, result.measures())

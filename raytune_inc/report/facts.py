@@ -86,7 +86,8 @@ class Facts:
     n_ops: int
     rows: list[Row]
     precisions: tuple[str, ...] = LOWER_PRECISIONS  # the run's lower precisions, in pool order
-    measures: list[Measure] = field(default_factory=list)  # latency, size, skipped pairs (tune() with a checkpoint)
+    measures: list[Measure] = field(default_factory=list)  # latency, size, sensitivity... (tune() with a checkpoint)
+    ops: tuple[tuple[str, str], ...] = ()  # (name, type) of each op, in space order
 
     @property
     def goal(self) -> float | None:
@@ -158,4 +159,5 @@ def read_facts(directory: str | os.PathLike) -> Facts:
         rows=rows,
         precisions=tuple(p for p in LOWER_PRECISIONS if p in fp["precisions"]),
         measures=read_measures(directory),
+        ops=tuple((op.name, op.type) for op in space_from_fingerprint(fp)),
     )

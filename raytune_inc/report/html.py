@@ -3,9 +3,11 @@ of every trial, the evaluator timeline and the committed trials; `write_report` 
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
+from ..space import PRECISION_CODES
 from .facts import BASELINE, ERRORED, FAILS, MEETS, STOPPED, WASTED, Facts, Row, read_facts
 from .svg import COLOURS, Svg, axis_span, axis_ticks, esc, fmt, marker, reference_labels, tick_text
 from .text import RIGHT, facts_list, num, table_cells, table_head
@@ -188,6 +190,44 @@ def _trials_table(f: Facts) -> str:
     return f'<table class="trials"><thead><tr>{head}</tr></thead><tbody>\n' + "\n".join(body) + "\n</tbody></table>"
 
 
+def _sensitivity_table(f: Facts) -> str:
+    """Each op's sensitivity at each precision of the run (how far it alone moves the model's output), shaded on a
+    log scale from the least to the most sensitive, beside the precision the op ended at."""
+    values = {(m.subject, m.precision): m.value for m in f.measures if m.what == "sensitivity" and m.value is not None}
+    if not values:
+        return ""
+    finite = [v for v in values.values() if math.isfinite(v) and v > 0]
+    lo, hi = (math.log10(min(finite)), math.log10(max(finite))) if finite else (0.0, 0.0)
+    ended = {}
+    if f.result is not None and len(f.result.config) == len(f.ops):
+        codes = {code: p for p, code in PRECISION_CODES.items()}
+        ended = {name: codes.get(code, "?") for (name, _), code in zip(f.ops, f.result.config, strict=True)}
+    precisions = [p for p in f.precisions if any(key[1] == p for key in values)]
+    head = "".join(f"<th>{esc(h)}</th>" for h in ("op", "type", *precisions, "ended at"))
+    rows = []
+    for name, op_type in f.ops:
+        cells = [f"<td>{esc(name)}</td>", f"<td>{esc(op_type)}</td>"]
+        for p in precisions:
+            v = values.get((name, p))
+            if v is None:
+                cells.append("<td></td>")
+                continue
+            shade = 1.0 if not math.isfinite(v) else (0.0 if v <= 0 or hi == lo else (math.log10(v) - lo) / (hi - lo))
+            text = "breaks" if not math.isfinite(v) else f"{v:.2g}"
+            cells.append(f'<td class="n" style="background: rgba(214, 39, 40, {0.08 + 0.72 * max(0.0, shade):.2f})">{esc(text)}</td>')
+        cells.append(f"<td>{esc(ended.get(name, ''))}</td>")
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    note = (
+        "<p>How far each op alone, lowered to each precision, moves the model's output on a calibration batch "
+        "(relative squared error against FP32): the darker, the more fragile. The speculation takes it as its prior.</p>"
+    )
+    return (
+        f'<h2>Sensitivity of each op</h2>\n{note}\n<table class="trials"><thead><tr>{head}</tr></thead><tbody>\n'
+        + "\n".join(rows)
+        + "\n</tbody></table>"
+    )
+
+
 def write_report(directory: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Write a self-contained HTML report of the history in `directory` to `out`; returns the path written.
 
@@ -213,6 +253,7 @@ def write_report(directory: str | os.PathLike, out: str | os.PathLike) -> Path:
 {_timeline_svg(f)}
 <h2>Committed trials</h2>
 {_trials_table(f)}
+{_sensitivity_table(f)}
 </body>
 </html>
 """

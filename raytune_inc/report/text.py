@@ -98,6 +98,19 @@ def measure_facts(measures: Sequence[Measure]) -> list[tuple[str, str]]:
     for m in measures:
         if m.what == "skipped":
             out.append((f"skipped: {m.subject} at {m.precision}", m.note or "slower than FP32"))
+    sensitivity: dict[str, list[tuple[float, str]]] = {}
+    for m in measures:
+        if m.what == "sensitivity" and m.value is not None:
+            sensitivity.setdefault(m.precision or "", []).append((m.value, m.subject))
+    for precision, ops in sensitivity.items():
+        top = ", ".join(f"{name} ({value:.2g})" for value, name in sorted(ops, reverse=True)[:3])
+        out.append((f"most sensitive at {precision}", top))
+    startup = [m for m in measures if m.what == "startup" and m.value is not None]
+    if startup:
+        out.append(("evaluator start-up", ", ".join(f"{m.subject.rsplit('-', 1)[-1]}: {m.value:.1f} s" for m in startup)))
+    for m in measures:
+        if m.what == "first trial" and m.value is not None:
+            out.append(("first trial started", f"{m.value:.1f} s after the call"))
     return out
 
 

@@ -1,6 +1,7 @@
 """Speculation quality without Ray or sleeping: the real driver against a virtual-time pool.
 
     .venv/bin/python scripts/bench/simulate_speculation.py [--workers 1 2 4 8] [--spaces 10] [--sensitive 0.15 0.08]
+        [--prior none perfect noisy adversarial] [--noise 0.5]
 
 Every evaluation takes one time unit; the driver's speculation, commit order and stop
 rules are the real ones. Reports committed trials per time unit (the ceiling is the
@@ -12,25 +13,49 @@ tolerance): it sets how many op-wise trials fail. For each value the script prin
 op-wise pass rate p and the ceiling of any speculation that knows only that rate: with W
 evaluators on a chain of op-wise trials each passing with probability p, a round commits
 at most 1 + p + ... + p^(W-1) trials, the W most probable nodes of the decision tree.
+
+`--prior` gives the speculation a prior of each (op, precision)'s loss, as `tune` measures one:
+`perfect` (the evaluation's true losses, up to a scale the run fits), `noisy` (each true loss
+times a log-normal factor of sigma `--noise`), `adversarial` (the losses turned upside down:
+the sensitive ops look safe). A prior can only change how fast the run goes: every run must
+still commit what workers=0 commits. The ceiling with a perfect prior is the number of workers.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 
 from raytune_inc.run import TuningRun
 from raytune_inc.sequential import SequentialExecutor
 from raytune_inc.simulation import simulate
+from raytune_inc.speculation import Prior
 from raytune_inc.synthetic import AdditiveLossEvaluation, random_space
 
 
-def new_run(space, evaluate) -> TuningRun:
-    return TuningRun(space, evaluate, "conservative", None, ("bf16", "fp16", "int8"), 100, 0, None)
+def new_run(space, evaluate, prior: Prior | None = None) -> TuningRun:
+    return TuningRun(space, evaluate, "conservative", None, ("bf16", "fp16", "int8"), 100, 0, None, prior)
 
 
-def simulate_run(space, evaluate, workers: int) -> tuple[list, float, int]:
-    run = new_run(space, evaluate)
+def make_prior(kind: str, evaluate: AdditiveLossEvaluation, seed: int, noise: float) -> Prior | None:
+    """A prior of `kind` for the synthetic evaluation; its scale is left for the run to fit, as tune's is."""
+    if kind == "none":
+        return None
+    rng = random.Random(seed)
+    losses = evaluate.losses
+    if kind == "perfect":
+        return Prior(dict(losses))
+    if kind == "noisy":
+        return Prior({key: value * rng.lognormvariate(0.0, noise) for key, value in losses.items()})
+    if kind == "adversarial":
+        top = max(losses.values(), default=0.0)
+        return Prior({key: top - value for key, value in losses.items()})
+    raise ValueError(f"unknown prior {kind!r}")
+
+
+def simulate_run(space, evaluate, workers: int, prior: Prior | None = None) -> tuple[list, float, int]:
+    run = new_run(space, evaluate, prior)
     elapsed = simulate(run, workers)
     res = run.result()
     return [t.config for t in res.trials], elapsed, res.evaluations
@@ -42,9 +67,12 @@ def main() -> None:
     parser.add_argument("--spaces", type=int, default=10)
     parser.add_argument("--ops", type=int, nargs=2, default=[20, 40])
     parser.add_argument("--sensitive", type=float, nargs="+", default=[0.15])
+    parser.add_argument("--prior", nargs="+", default=["none", "perfect", "noisy"], choices=["none", "perfect", "noisy", "adversarial"])
+    parser.add_argument("--noise", type=float, default=0.5, help="sigma of the noisy prior's log-normal factor")
     args = parser.parse_args()
     for sensitive in args.sensitive:
-        sweep(args, sensitive)
+        for prior in args.prior:
+            sweep(args, sensitive, prior)
 
 
 def chain_ceiling(p: float, workers: int) -> float:
@@ -52,8 +80,8 @@ def chain_ceiling(p: float, workers: int) -> float:
     return sum(p**k for k in range(workers))
 
 
-def sweep(args: argparse.Namespace, sensitive: float) -> None:
-    print(f"sensitive={sensitive}")
+def sweep(args: argparse.Namespace, sensitive: float, prior_kind: str) -> None:
+    print(f"sensitive={sensitive} prior={prior_kind}" + (f" (noise {args.noise})" if prior_kind == "noisy" else ""))
     rates: dict[int, list[float]] = {w: [] for w in args.workers}
     waste: dict[int, list[float]] = {w: [] for w in args.workers}
     passes = [0, 0]
@@ -68,8 +96,9 @@ def sweep(args: argparse.Namespace, sensitive: float) -> None:
         passes[0] += sum(op_wise)
         passes[1] += len(op_wise)
         line = [f"ops={n_ops:3d} trials={len(reference):3d}"]
+        prior = make_prior(prior_kind, evaluate, seed, args.noise)
         for w in args.workers:
-            trials, elapsed, evaluations = simulate_run(space, evaluate, w)
+            trials, elapsed, evaluations = simulate_run(space, evaluate, w, prior)
             assert trials == reference, f"workers={w} committed something else"
             rate = len(trials) / elapsed
             rates[w].append(rate)
@@ -79,9 +108,11 @@ def sweep(args: argparse.Namespace, sensitive: float) -> None:
     p = passes[0] / max(1, passes[1])
     print(f"op-wise trials passing: {p:.1%} of {passes[1]}")
     for w in args.workers:
+        ceiling = w if prior_kind == "perfect" else chain_ceiling(p, w)
         print(
             f"workers={w}: median {statistics.median(rates[w]):.2f} committed trials per evaluation time "
-            f"(op-wise chain ceiling {chain_ceiling(p, w):.2f}), median waste {statistics.median(waste[w]):.2f} per trial"
+            f"(ceiling {ceiling:.2f}{' with perfect foresight' if prior_kind == 'perfect' else ', op-wise chain'}), "
+            f"median waste {statistics.median(waste[w]):.2f} per trial"
         )
 
 
