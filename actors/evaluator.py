@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import ray
 
 from raytune_inc.evaluation import EvaluateFn, evaluate_config
@@ -14,27 +16,37 @@ EvaluationRecord = tuple
 class Evaluator:
     """Evaluates configs of one space with one evaluation function, one at a time.
 
-    An evaluation with a `prepare(device, num_threads)` method (the model-level one of `tune`)
-    is told once, when the evaluator starts, where it runs: the device of the evaluator's GPU
-    share or the CPU, and as many threads as the evaluator has CPUs.
+    It starts in two steps, so that it can start before the evaluation exists: the actor comes up
+    and imports `warm` (e.g. torch and the backend), then `load(space, evaluate)` hands it the
+    space and the evaluation (through the object store). An evaluation with a
+    `prepare(device, num_threads)` method (the model-level one of `tune`) is then told where it
+    runs: the device of the evaluator's GPU share or the CPU, and as many threads as the evaluator
+    has CPUs.
     """
 
-    def __init__(self, space: TuningSpace, evaluate: EvaluateFn, name: str):
-        self._space = space
-        self._evaluate = evaluate
+    def __init__(self, name: str, warm: tuple[str, ...] = ()):
+        for module in warm:
+            try:
+                importlib.import_module(module)
+            except Exception:  # a warm-up only: load() says what is missing, if anything is
+                pass
         self._name = name
+        self._space: TuningSpace | None = None
+        self._evaluate: EvaluateFn | None = None
         gpus = ray.get_gpu_ids()
+        self._gpu = bool(gpus)
         self._device = f"cuda:{','.join(str(g) for g in gpus)}" if gpus else "cpu"
-        context = ray.get_runtime_context()
-        self._node = context.get_node_id()  # the history's `node`: which cluster node ran it
+        self._context = ray.get_runtime_context()
+        self._node = self._context.get_node_id()  # the history's `node`: which cluster node ran it
+
+    def load(self, space: TuningSpace, evaluate: EvaluateFn) -> str:
+        """Take the space and the evaluation, and get it ready; returns the id of the Ray node this evaluator runs on."""
+        self._space, self._evaluate = space, evaluate
         prepare = getattr(evaluate, "prepare", None)
         if callable(prepare):
             # Ray shows an actor only the GPUs it was given: "cuda" is this evaluator's share of one.
-            cpus = context.get_assigned_resources().get("CPU") or 1.0
-            prepare("cuda" if gpus else "cpu", max(1, int(cpus)))
-
-    def ready(self) -> str:
-        """The id of the Ray node this evaluator runs on, once it is up."""
+            cpus = self._context.get_assigned_resources().get("CPU") or 1.0
+            prepare("cuda" if self._gpu else "cpu", max(1, int(cpus)))
         return self._node
 
     def evaluate(self, precisions: tuple[str, ...]) -> EvaluationRecord:

@@ -9,6 +9,7 @@ what it is given.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -38,76 +39,110 @@ class _Slot:
 class EvaluatorPool:
     """Evaluator actors: starting ones, idle ones, and the ones running a task.
 
-    `launch()` (inside the event loop) starts the evaluators, at most `max_starting` at a time: a
-    start imports torch and loads the model, seconds of CPU, so where evaluators outnumber the
-    CPUs, starting them all at once would delay every one of them; the next starts as one comes
-    up. They take work as soon as each one is up, so the pool's start-up overlaps the first
-    trials. `await start()` waits until one is up. `startup` has each evaluator's seconds from
-    its start to its being up.
+    An evaluator starts in two steps (see `actors.evaluator`): the actor comes up, importing
+    `warm`; then it loads the space and the evaluation. `launch()` starts evaluators, at most
+    `max_starting` at a time: a start imports torch and loads the model, seconds of CPU, so where
+    evaluators outnumber the CPUs, starting them all at once would delay every one of them; the
+    next starts as one comes up. The pool may be launched before the evaluation exists
+    (`load(space, evaluate)` hands it over then, to those already up as well), so that the actors
+    come up while the driver calibrates and evaluates the baseline. Evaluators take work as soon
+    as each one is up, so the pool's start-up overlaps the first trials. `await start()` waits
+    until one is up. `startup` has each evaluator's seconds from its start to its being up.
     """
 
     def __init__(
         self,
-        space: TuningSpace,
-        evaluate: EvaluateFn,
         shares: list[tuple[float, float]],
         name_prefix: str = "raytune-inc",
         max_starting: int | None = None,
+        warm: tuple[str, ...] = (),
     ):
         """One evaluator per entry of `shares`: its (num_cpus, num_gpus); a dead one is replaced with the same share.
-        `max_starting`: how many start at once (None: all)."""
+        `max_starting`: how many start at once (None: all); `warm`: modules each imports as it comes up."""
         if not shares:
             raise ValueError("an evaluator pool needs at least one evaluator")
-        try:
-            self._evaluate_ref = ray.put(evaluate)  # the callable goes through the object store once
-        except Exception as exc:
-            raise TypeError(f"the evaluation function cannot be sent to the evaluators (it must be picklable): {exc}") from exc
-        self._space_ref = ray.put(space)
+        self._loaded: tuple[Any, Any] | None = None  # (space, evaluation) refs in the object store, once given
         self._shares = list(shares)
         self._waiting: deque[tuple[float, float]] = deque(shares)  # shares of evaluators not started yet
         self._max_starting = max(1, max_starting) if max_starting is not None else len(shares)
         self._prefix = name_prefix
+        self._warm = tuple(warm)
         self._started = 0
         self._start_times: dict[str, float] = {}
         self.startup: dict[str, float] = {}  # evaluator name -> seconds from its start to its being up
         self._start_deaths = 0  # evaluators in a row that died while starting (their node lost, OOM kill)
+        self._booting: list[_Slot] = []  # actors coming up, with nothing to load yet
         self.idle: deque[_Slot] = deque()
-        self.starting: dict[asyncio.Future, _Slot] = {}  # ready() -> evaluator
+        self.starting: dict[concurrent.futures.Future, _Slot] = {}  # load() -> evaluator
         self.in_flight: dict[asyncio.Future, tuple[_Slot, Any]] = {}
+        self._awaitable: dict[concurrent.futures.Future, asyncio.Future] = {}
+
+    def load(self, space: TuningSpace, evaluate: EvaluateFn) -> None:
+        """Hand the space and the evaluation to every evaluator, those already up and those to come."""
+        try:
+            evaluate_ref = ray.put(evaluate)  # the evaluation goes through the object store once
+        except Exception as exc:
+            raise TypeError(f"the evaluation function cannot be sent to the evaluators (it must be picklable): {exc}") from exc
+        self._loaded = (ray.put(space), evaluate_ref)
+        for slot in self._booting:
+            self._load(slot)
+        self._booting.clear()
+
+    def _load(self, slot: _Slot) -> None:
+        self.starting[slot.actor.load.remote(*self._loaded).future()] = slot
+
+    @property
+    def coming(self) -> int:
+        """Evaluators started and not up yet."""
+        return len(self.starting) + len(self._booting)
 
     def _start(self, share: tuple[float, float]) -> None:
-        """Start one evaluator with `share` (num_cpus, num_gpus); call inside the event loop."""
+        """Start one evaluator with `share` (num_cpus, num_gpus)."""
         name = f"{self._prefix}-evaluator-{self._started}"
         self._started += 1
         num_cpus, num_gpus = share
         self._start_times[name] = time.monotonic()
         actor = RemoteEvaluator.options(
             name=name, num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0, scheduling_strategy="SPREAD"
-        ).remote(self._space_ref, self._evaluate_ref, name)
-        self.starting[asyncio.wrap_future(actor.ready.remote().future())] = _Slot(name, actor, share)
+        ).remote(name, self._warm)
+        slot = _Slot(name, actor, share)
+        if self._loaded is None:
+            self._booting.append(slot)
+        else:
+            self._load(slot)
 
     def launch(self) -> None:
-        """Start as many waiting evaluators as may start at once; call inside the event loop."""
-        while self._waiting and len(self.starting) < self._max_starting:
+        """Start as many waiting evaluators as may start at once."""
+        while self._waiting and self.coming < self._max_starting:
             self._start(self._waiting.popleft())
+
+    def _asyncio(self, future: concurrent.futures.Future) -> asyncio.Future:
+        """The asyncio future of a Ray future, made once, in the running event loop."""
+        if future not in self._awaitable:
+            self._awaitable[future] = asyncio.wrap_future(future)
+        return self._awaitable[future]
 
     async def start(self, timeout: float) -> None:
         """Start the evaluators (see `launch`) and wait until at least one is up, or raise naming the resources asked for."""
+        if self._loaded is None:
+            raise RuntimeError("load(space, evaluate) before start()")
         self.launch()
         while not self.idle:
-            done, _ = await asyncio.wait(self.starting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            waiting = {self._asyncio(f): f for f in self.starting}
+            done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             if not done:
                 raise EvaluatorStartError(
                     f"no evaluator started within {timeout:.0f} s ({len(self._shares)} asked for, (num_cpus, num_gpus) "
                     f"{sorted(set(self._shares))}; the cluster has {ray.cluster_resources()}): "
                     "ask for fewer workers or smaller shares, or add nodes"
                 )
-            self._take_started(done)
+            self._take_started([waiting[d] for d in done])
 
     def _take_started(self, done) -> None:
         """Make the evaluators that came up idle; one that died starting, not by its own error, is started again."""
         for future in done:
             slot = self.starting.pop(future)
+            self._awaitable.pop(future, None)
             try:
                 slot.node = future.result()
             except RayActorError as exc:
@@ -145,8 +180,9 @@ class EvaluatorPool:
             self.launch()
             if not self.starting:
                 return []
-        done, _ = await asyncio.wait([*self.in_flight, *self.starting], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        self._take_started([f for f in done if f in self.starting])
+        starting = {self._asyncio(f): f for f in self.starting}
+        done, _ = await asyncio.wait([*self.in_flight, *starting], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        self._take_started([starting[f] for f in done if f in starting])
         finished = []
         for future in done:
             if future not in self.in_flight:
@@ -171,15 +207,16 @@ class EvaluatorPool:
     def shutdown(self) -> list[Any]:
         """Kill every evaluator; returns the payloads that were still in flight."""
         pending = [payload for _, payload in self.in_flight.values()]
-        for future, slot in [*((f, s) for f, (s, _) in self.in_flight.items()), *self.starting.items()]:
+        for future in [*self.in_flight, *self.starting]:
             future.cancel()
-            ray.kill(slot.actor, no_restart=True)
-        for slot in self.idle:
+        for slot in [*(s for s, _ in self.in_flight.values()), *self.starting.values(), *self._booting, *self.idle]:
             ray.kill(slot.actor, no_restart=True)
         self.in_flight.clear()
         self.starting.clear()
+        self._booting.clear()
         self.idle.clear()
         self._waiting.clear()
+        self._awaitable.clear()
         return pending
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from collections.abc import Callable
@@ -25,11 +26,17 @@ class RayExecutor:
     the run gives up (default: twice the evaluators, at least 3).
     """
 
-    def __init__(self, groups: Workers | list[Workers], max_lost: int | None = None, start_timeout: float = 120.0):
+    def __init__(
+        self, groups: Workers | list[Workers], max_lost: int | None = None, start_timeout: float = 120.0, warm: tuple[str, ...] = ()
+    ):
+        """`warm`: modules each evaluator imports as it comes up, before its evaluation arrives."""
         self.groups = [groups] if isinstance(groups, Workers) else list(groups)
         count = sum(g.count for g in self.groups)
         self.max_lost = max_lost if max_lost is not None else max(3, 2 * count)
         self.start_timeout = start_timeout
+        self.warm = tuple(warm)
+        self.pool: EvaluatorPool | None = None
+        self._session: contextlib.ExitStack | None = None
 
     def shares(self) -> list[tuple[float, float]]:
         """(num_cpus, num_gpus) of each evaluator, checked against the cluster."""
@@ -60,6 +67,29 @@ class RayExecutor:
         )
         return max(1, int(cpus))
 
+    def launch(self, job_name: str, name_prefix: str) -> EvaluatorPool:
+        """Get Ray (see `ray_session`) and start the evaluators now, before their evaluation exists: they come up while
+        this process goes on (`run` hands them the evaluation). `close()` ends what this started."""
+        self._session = contextlib.ExitStack()
+        try:
+            self._session.enter_context(ray_session(job_name))
+            shares = self.shares()
+            self.pool = EvaluatorPool(shares, name_prefix, self.max_starting(shares), self.warm)
+            self.pool.launch()
+        except BaseException:
+            self.close()
+            raise
+        return self.pool
+
+    def close(self) -> None:
+        """Stop the evaluators and disconnect from (or stop) the Ray that `launch` got."""
+        if self.pool is not None:
+            self.pool.shutdown()
+            self.pool = None
+        if self._session is not None:
+            session, self._session = self._session, None
+            session.close()
+
     def run(self, run: TuningRun, prepare: Callable[[TuningRun], None] | None = None) -> None:
         """`prepare(run)` runs in this process once the evaluators are starting: their start-up overlaps it."""
         if run.baseline is not None and run.recorded:
@@ -68,15 +98,19 @@ class RayExecutor:
             run.save()
             if run.path.done:
                 return
-        with ray_session(run.job_name):
+        launched_here = self.pool is None
+        if launched_here:
+            self.launch(run.job_name, f"raytune-inc-{run.run_id[:8]}")
+        pool = self.pool
+        try:
             run.monitor.attach_metrics(run.run_id)
-            shares = self.shares()
-            pool = EvaluatorPool(run.space, run.evaluate, shares, f"raytune-inc-{run.run_id[:8]}", self.max_starting(shares))
-            try:
-                run_coroutine(self._drive(run, pool, prepare))
-            finally:
-                run.evaluator_startup = dict(pool.startup)
-                run.monitor.finished()  # while Ray is up: its last metrics are exported as it shuts down
+            pool.load(run.space, run.evaluate)
+            run_coroutine(self._drive(run, pool, prepare))
+        finally:
+            run.evaluator_startup = dict(pool.startup)
+            run.monitor.finished()  # while Ray is up: its last metrics are exported as it shuts down
+            if launched_here:
+                self.close()
 
     async def _drive(self, run: TuningRun, pool: EvaluatorPool, prepare: Callable[[TuningRun], None] | None) -> None:
         try:

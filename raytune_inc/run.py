@@ -52,6 +52,7 @@ class TuningRun:
         timeout: float,
         baseline: float | None,
         prior: Mapping[tuple[str, str], float] | Prior | None = None,
+        run_id: str | None = None,
     ):
         """`prior`: the expected accuracy loss of each (op, precision) alone, which guides the speculation (never the
         result); see `speculation.Prior`."""
@@ -70,7 +71,7 @@ class TuningRun:
         # A prior still being measured (tune's sensitivity, in a thread): the driver takes it when it is done.
         self.prior_future: Future[Prior] | None = None
         self.fingerprint = fingerprint(self.space, self.strategy, self.criterion, self.precisions, settings.baseline)
-        self.run_id = uuid.uuid4().hex
+        self.run_id = run_id or uuid.uuid4().hex
         self.started = time.monotonic()
         self.rows: list[HistoryRow] = []  # this session's evaluations, in dispatch order
         self.path: CommittedPath | None = None

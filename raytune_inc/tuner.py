@@ -17,7 +17,10 @@ from .strategies import Strategy
 from .workers import WorkersSpec, worker_groups
 
 
-def make_executor(workers: WorkersSpec) -> Executor:
+def make_executor(workers: WorkersSpec | Executor) -> Executor:
+    """The executor `workers` asks for (an executor is taken as it is)."""
+    if hasattr(workers, "run") and not isinstance(workers, int):
+        return workers
     groups = worker_groups(workers)
     if not groups:
         return SequentialExecutor()
@@ -70,7 +73,7 @@ def tune_space(
 
 def execute(
     run: TuningRun,
-    workers: WorkersSpec,
+    workers: WorkersSpec | Executor,
     checkpoint: str | os.PathLike | None,
     resume: bool,
     prepare: Callable[[TuningRun], None] | None = None,

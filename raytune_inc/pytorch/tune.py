@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -14,12 +15,12 @@ from torch import nn
 from ..criterion import AccuracyCriterion
 from ..history.measures import write_measures
 from ..records import TuneResult
-from ..run import TuningRun
+from ..run import Executor, TuningRun
 from ..space import FP32, Op, TuningSpace, check_precisions
-from ..strategies import Strategy
-from ..tuner import execute
+from ..strategies import Strategy, get_strategy
+from ..tuner import execute, make_executor
 from ..versions import package_version
-from ..workers import WorkersSpec, worker_groups
+from ..workers import WorkersSpec
 from .calibration import Calibration, calibrate, run_batch
 from .digest import model_digest
 from .evaluation import ModelEvaluation
@@ -78,7 +79,8 @@ def tune(
     `calib_data` is an iterable of inputs (a tensor, a tuple of positional inputs or a dict
     of keyword inputs per batch), run once through the FP32 model to calibrate static int8
     activations; without int8 in `precisions` it is not used and may be None. The model,
-    `eval_fn`, `calib_data` and the calibration go to each evaluator once.
+    `eval_fn`, `calib_data` and the calibration go to each evaluator once; with Ray evaluators
+    (and no resume) they start at once, while this process calibrates and evaluates the baseline.
     `op_name_dict` / `op_type_dict` restrict the precisions of ops by name or module type
     (regex -> allowed precisions). `example_inputs` (one batch, as in `calib_data`): at the end,
     the FP32 and the tuned model are timed on it, eager and compiled (`res.latency`); without
@@ -96,67 +98,136 @@ def tune(
     if not callable(eval_fn):
         raise TypeError(f"eval_fn must be callable (model -> accuracy), got {type(eval_fn).__name__}")
     precisions = check_precisions(precisions, "precisions")
-    device = model_device(model)
     if example_inputs is not None:
         check_example_inputs(model, example_inputs)
     evaluation = ModelEvaluation(model, eval_fn, calib_data, space, precisions)
-    calibration = evaluation.calibration  # here: bad calibration data fails before any Ray work
-    space = reachable(model, space, calibration, evaluation.calibrated)
-    skipped: dict[tuple[str, str], str] = {}
-    if skip_slower:
-        if calib_data is None:
-            raise ValueError("skip_slower needs calib_data: the calibration batches give each op the input shape it is timed on")
-        shapes = calibration.shapes or calibrate(model, calib_data, [], space.names).shapes
-        space, skipped = without_slower(model, space, calibration, shapes, precisions, device)
-    if worker_groups(workers):
-        from ray import cloudpickle
+    check_calibration_data(model, calib_data, needed=bool(evaluation.calibrated))
+    executor = make_executor(workers)
+    run_id = uuid.uuid4().hex
+    early = _on_ray(executor) and not resume
+    if early:
+        check_picklable(model, eval_fn, calib_data)
+        # The evaluators start now, while this process calibrates and evaluates the baseline: they import torch,
+        # the backend and the model's own code, then wait for the evaluation.
+        executor.warm = warm_modules(model, eval_fn)
+        executor.launch(f"raytune-inc {get_strategy(strategy).name} {run_id[:8]}", f"raytune-inc-{run_id[:8]}")
+    try:
+        tuning = _Tuning(model, eval_fn, calib_data, space, precisions, evaluation, example_inputs, skip_slower, sensitivity)
+        run = tuning.make_run(strategy, accuracy, max_trials, timeout, run_id, called, executor)
+        return tuning.finish(run, tuning.execute(run, executor, checkpoint, resume), checkpoint)
+    finally:
+        if early:
+            executor.close()
 
-        try:
-            cloudpickle.dumps(evaluation)
-        except Exception as exc:
-            raise TypeError(
-                f"the model, eval_fn and calib_data must be picklable to go to the evaluators: {type(exc).__name__}: {exc}"
-            ) from exc
-    run = TuningRun(space, evaluation, strategy, accuracy, precisions, max_trials, timeout, None)
-    run.started = called  # its times (the first trial's start, the timeout) count from this call
-    run.fingerprint.update(model=model_digest(model), torch=package_version("torch"), torchao=package_version("torchao"))
-    measuring = Sensitivity(model, space, calibration, calib_data, precisions) if sensitivity and calib_data is not None else None
-    parallel = bool(worker_groups(workers))
 
-    def prepare(run: TuningRun) -> None:
-        # In this process, while the evaluators start: the FP32 evaluation (the baseline; a resumed run has
-        # it recorded), then the sensitivity, in a thread, for the speculation to take when it is ready.
+class _Tuning:
+    """One `tune` call once its inputs are checked: calibration, the run and its measures, the result."""
+
+    def __init__(self, model, eval_fn, calib_data, space, precisions, evaluation, example_inputs, skip_slower, sensitivity):
+        self.model, self.eval_fn, self.calib_data = model, eval_fn, calib_data
+        self.precisions, self.evaluation, self.example_inputs = precisions, evaluation, example_inputs
+        self.device = model_device(model)
+        self.calibration = evaluation.calibration
+        self.space = reachable(model, space, self.calibration, evaluation.calibrated)
+        self.skipped: dict[tuple[str, str], str] = {}
+        if skip_slower:
+            if calib_data is None:
+                raise ValueError("skip_slower needs calib_data: the calibration batches give each op the input shape it is timed on")
+            shapes = self.calibration.shapes or calibrate(model, calib_data, [], self.space.names).shapes
+            self.space, self.skipped = without_slower(model, self.space, self.calibration, shapes, precisions, self.device)
+        self.sensitivity = (
+            Sensitivity(model, self.space, self.calibration, calib_data, precisions) if sensitivity and calib_data is not None else None
+        )
+
+    def make_run(self, strategy, accuracy, max_trials, timeout, run_id: str, called: float, executor: Executor) -> TuningRun:
+        if _on_ray(executor):
+            check_picklable(self.evaluation)
+        run = TuningRun(self.space, self.evaluation, strategy, accuracy, self.precisions, max_trials, timeout, None, run_id=run_id)
+        run.started = called  # its times (the first trial's start, the timeout) count from the call
+        run.fingerprint.update(model=model_digest(self.model), torch=package_version("torch"), torchao=package_version("torchao"))
+        return run
+
+    def prepare(self, run: TuningRun, parallel: bool) -> None:
+        """In this process, while the evaluators start: the FP32 evaluation (the baseline; a resumed run has it
+        recorded), then the sensitivity, in a thread, for the speculation to take when it is ready."""
         if run.baseline is None:
-            run.evaluate_baseline(device=str(device))
-        if measuring is not None and parallel:
-            run.prior_future = measuring.start()
+            run.evaluate_baseline(device=str(self.device))
+        if self.sensitivity is not None and parallel:
+            run.prior_future = self.sensitivity.start()
+
+    def execute(self, run: TuningRun, executor: Executor, checkpoint, resume: bool) -> TuneResult:
+        parallel = _on_ray(executor)
+        try:
+            res = execute(run, executor, checkpoint, resume, prepare=lambda r: self.prepare(r, parallel))
+        except BaseException:
+            if self.sensitivity is not None:
+                self.sensitivity.stop(abort=True)
+            raise
+        if self.sensitivity is not None:
+            self.sensitivity.stop()
+        return res
+
+    def finish(self, run: TuningRun, res: TuneResult, checkpoint) -> ModelTuneResult:
+        config = res.config if res.config is not None else dict.fromkeys(self.space.names, FP32)
+        tuned = self.evaluation.build(config)
+        latency = measure_latency(self.model, tuned, self.example_inputs, self.device) if self.example_inputs is not None else None
+        result = ModelTuneResult(
+            **{f.name: getattr(res, f.name) for f in fields(TuneResult)},
+            model=tuned,
+            fp32_model=self.model,
+            calibration=self.calibration,
+            latency=latency,
+            size=ModelSize(state_dict_bytes(self.model), state_dict_bytes(tuned)),
+            skipped=self.skipped,
+            sensitivity=self.sensitivity.result() if self.sensitivity is not None else {},
+        )
+        if checkpoint is not None:
+            write_measures(checkpoint, result.measures())
+        return result
+
+
+def _on_ray(executor: Executor) -> bool:
+    """Whether `executor` runs the evaluations on Ray evaluators (the one executor that can be launched early)."""
+    return hasattr(executor, "launch")
+
+
+def check_calibration_data(model: nn.Module, calib_data: Iterable | None, needed: bool) -> None:
+    """Refuse, before any work, calibration data that static int8 needs and does not have, or that the model rejects
+    (its first batch is run through it)."""
+    if not needed:
+        return
+    if calib_data is None:
+        raise ValueError("int8 needs calibration data: calib_data is None (give a few input batches, or leave int8 out of precisions)")
+    first = next(iter(calib_data), None)
+    if first is None:
+        raise ValueError("the calibration data is empty: give at least one batch")
+    try:
+        with torch.no_grad():
+            run_batch(model.eval(), first)
+    except Exception as exc:
+        raise ValueError(f"the FP32 model rejects the calibration data: {type(exc).__name__}: {exc}") from exc
+
+
+def check_picklable(*objects: Any) -> None:
+    """Refuse what cannot go to the evaluators (they get it through Ray's object store, pickled)."""
+    from ray import cloudpickle
 
     try:
-        res = execute(run, workers, checkpoint, resume, prepare=prepare)
-    except BaseException:
-        if measuring is not None:
-            measuring.stop(abort=True)
-        raise
-    if measuring is not None:
-        measuring.stop()
-    table = measuring.result() if measuring is not None else {}
-    config = res.config if res.config is not None else dict.fromkeys(space.names, FP32)
-    tuned = evaluation.build(config)
-    latency = measure_latency(model, tuned, example_inputs, device) if example_inputs is not None else None
-    size = ModelSize(state_dict_bytes(model), state_dict_bytes(tuned))
-    result = ModelTuneResult(
-        **{f.name: getattr(res, f.name) for f in fields(TuneResult)},
-        model=tuned,
-        fp32_model=model,
-        calibration=calibration,
-        latency=latency,
-        size=size,
-        skipped=skipped,
-        sensitivity=table,
-    )
-    if checkpoint is not None:
-        write_measures(checkpoint, result.measures())
-    return result
+        cloudpickle.dumps(objects)
+    except Exception as exc:
+        raise TypeError(
+            f"the model, eval_fn and calib_data must be picklable to go to the evaluators: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def warm_modules(model: nn.Module, eval_fn: Any) -> tuple[str, ...]:
+    """What an evaluator imports as it comes up: torch, the backend, and the modules defining the model and eval_fn."""
+    modules = ["torch", "raytune_inc.pytorch.evaluation"]
+    for obj in (model, eval_fn):
+        name = type(obj).__module__
+        if name and name not in ("__main__", "builtins") and name not in modules:
+            modules.append(name)
+    return tuple(modules)
 
 
 def check_example_inputs(model: nn.Module, example_inputs: Any) -> None:
