@@ -83,6 +83,10 @@ class PassModel:
     """
 
     RIDGE = 0.05  # pull of each per-op loss towards its prior (the mean loss without one), against the data
+    # The least uncertainty of a predicted accuracy, as a share of the tolerance: without a prior, and with one. On
+    # all-MiniLM-L6-v2 at a 0.15% goal (scripts/bench's parallel workload, on a virtual clock) 0.25 with the prior gave
+    # 2.56 committed trials per evaluation time at 4 workers, 0.1 gave 3.42 and 0.05 gave 3.73.
+    FLOOR, PRIOR_FLOOR = 0.25, 0.05
     MIN_FIT = 3  # results before the additive model is trusted, without a prior
     # Most recent results the additive model is fitted on: few enough for its n x n solve to stay below the
     # size where BLAS goes multi-threaded (OpenBLAS: n * n >= 10000); with the cores busy evaluating, a
@@ -220,7 +224,10 @@ class PassModel:
             p = self.stage_rate(candidate.stage)
         else:
             margin = self._criterion.margin(predicted, self._baseline)
-            scale = max(0.25 * self._criterion.tolerance(self._baseline), 2.0 * self._sigma, 1e-12)
+            # The uncertainty of the prediction: twice the fit's residual, and at least a share of the tolerance, a
+            # smaller one with a prior: each op has its own expected loss then, not the mean one.
+            floor = (self.PRIOR_FLOOR if self._prior_values is not None else self.FLOOR) * self._criterion.tolerance(self._baseline)
+            scale = max(floor, 2.0 * self._sigma, 1e-12)
             p = 0.5 * (1.0 + math.erf(margin / (scale * math.sqrt(2.0))))
         return min(P_MAX, max(P_MIN, p)), predicted
 

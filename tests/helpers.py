@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from raytune_inc import tune_space
 from raytune_inc.records import TuneResult
 from raytune_inc.space import TuningSpace
@@ -24,6 +26,16 @@ SENSITIVE = 0.3  # the job scripts' evaluation: enough sensitive ops for op-wise
 def committed(res: TuneResult) -> list[tuple]:
     """The committed trials of a result, to compare two runs by."""
     return [(t.config, t.accuracy, t.meets, t.stage) for t in res.trials]
+
+
+def same_trials(a: TuneResult, b: TuneResult, rel: float = 1e-6) -> bool:
+    """Whether two runs of a torch model committed the same trials: the same configs, stages and verdicts, and the same
+    accuracies up to their last bits. A torch evaluation may round differently in another process (its thread count,
+    its memory's alignment); the contract (same trials, same result) is the sequential run's for an evaluation that
+    returns the same value for the same config, and such a difference changes a decision only on the goal itself."""
+    if [(t.config, t.meets, t.stage) for t in a.trials] != [(t.config, t.meets, t.stage) for t in b.trials]:
+        return False
+    return all(x.accuracy == pytest.approx(y.accuracy, rel=rel) for x, y in zip(a.trials, b.trials, strict=True))
 
 
 def outcome(res: TuneResult) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import copy
 import pytest
 import torch
 from architectures import ARCHITECTURES, OutputFidelity, gpt2, main_output, mobilenet_v2, resnet
+from helpers import same_trials
 from torch import nn
 
 from raytune_inc import AccuracyCriterion, tune
@@ -68,7 +69,7 @@ def test_two_architectures_commit_the_same_trials_on_two_evaluators(build):
     seq = tune(case.model, eval_fn, case.calib, workers=0, **kwargs)
     par = tune(case.model, eval_fn, case.calib, workers=2, **kwargs)
     assert len(seq.trials) > 3  # a tolerance tight enough for some op-wise trials
-    assert [(t.config, t.accuracy) for t in par.trials] == [(t.config, t.accuracy) for t in seq.trials]
+    assert same_trials(par, seq)
     assert par.config == seq.config and eval_fn(par.model) == par.accuracy
 
 

@@ -8,6 +8,7 @@ import random
 import warnings
 
 import pytest
+from helpers import same_trials
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -131,7 +132,7 @@ def test_on_ray_the_sensitivity_guides_the_run_and_start_up_is_reported():
     kwargs = dict(precisions=("int8",), accuracy=AccuracyCriterion(0.002, "absolute"))
     sequential = tune(model, eval_fn, outliers.calibration_batches(), workers=0, **kwargs)
     parallel = tune(model, eval_fn, outliers.calibration_batches(), workers=2, **kwargs)
-    assert committed(parallel) == committed(sequential) and parallel.config == sequential.config
+    assert same_trials(parallel, sequential) and parallel.config == sequential.config
     assert parallel.sensitivity.keys() == sequential.sensitivity.keys()
     assert len(parallel.evaluator_startup) == 2 and all(s > 0 for s in parallel.evaluator_startup.values())
     assert 0 < parallel.first_trial_time < parallel.wall_time

@@ -7,6 +7,7 @@ import threading
 import pyarrow.compute as pc
 import pytest
 import torch
+from helpers import same_trials
 from torch import nn
 
 from raytune_inc import TuningError, load_history, tune
@@ -191,7 +192,7 @@ def test_parallel_model_tuning_commits_what_the_sequential_one_commits(net, data
     eval_fn = agreement(net, data)
     seq = tune(net, eval_fn, [data[:32]], workers=0)
     par = tune(net, eval_fn, [data[:32]], workers=2)
-    assert [(t.config, t.accuracy) for t in par.trials] == [(t.config, t.accuracy) for t in seq.trials]
+    assert same_trials(par, seq)
     assert par.config == seq.config and par.accuracy == eval_fn(par.model)
     evaluated = par.history.filter(pc.equal(par.history["status"], "ok"))  # cancelled ones never reached a device
     assert set(evaluated["device"].to_pylist()) == {"cpu"}

@@ -18,6 +18,8 @@ from torch import nn
 
 from .calibration import run_batch
 
+RECOMPILE_LIMIT = 256  # compilations of one forward (one per compiled model and input shape) before torch gives up
+
 
 class CompiledModel(nn.Module):
     """`model` under `torch.compile`, called with inductor freezing on and autograd off (inference only).
@@ -25,7 +27,10 @@ class CompiledModel(nn.Module):
     Freezing turns weights into constants, which lets inductor fold BatchNorm, pre-pack weights and
     match the int8 patterns onto oneDNN's int8 kernels. It applies while a call compiles, so every
     call runs inside the setting. Shapes are static: a new input shape compiles again (oneDNN's
-    int8 convolutions under dynamic shapes fail torch 2.13's stride checks).
+    int8 convolutions under dynamic shapes fail torch 2.13's stride checks). Each compiled model
+    of one class compiles the class's forward again (its frozen weights are its own), so the
+    calls lift torch's limit of 8 compilations per function, past which it would silently run
+    eagerly (a process that tunes and times several models of one class meets it).
     """
 
     def __init__(self, model: nn.Module):
@@ -34,9 +39,11 @@ class CompiledModel(nn.Module):
         self._compiled = torch.compile(model, dynamic=False)  # int8 kernels are matched on static shapes
 
     def forward(self, *args, **kwargs):
+        import torch._dynamo.config as dynamo_config
         import torch._inductor.config as inductor_config
 
-        with torch.no_grad(), inductor_config.patch(freezing=True):
+        limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
+        with torch.no_grad(), inductor_config.patch(freezing=True), dynamo_config.patch(recompile_limit=limit):
             return self._compiled(*args, **kwargs)
 
 

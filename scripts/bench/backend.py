@@ -4,19 +4,19 @@
         [--models three-layer,digits-cnn,minilm] [--encoder-repeats 1] [--encoder-max-trials 100]
         [--inc-python .venv-inc/bin/python] [--skip-inc] [--skip-memory] [--out runs/bench/backend.json]
 
-Part 1, per-trial overhead. On each model (inc_example.py's three-layer model, the digits CNN of
-digits_example.py and the MiniLM sentence encoder of encoder_example.py, all in this folder, with
-their evaluation and calibration data), `tune(model, eval_fn,
-calib_inputs, strategy="conservative", precisions=("int8",), workers=0)` runs `--repeats` times, and INC 2.6's
-conservative strategy runs `--repeats` fits through inc_conservative.py in `.venv-inc` (a
-subprocess), alternately (ours, INC, ours, INC, ... `--rounds` times each). Both time a trial the same way: the
-eval function is wrapped, and a trial's overhead is the time from the end of one evaluation to the start of
-the next (for ours: build = deepcopy + torchao, strategy and bookkeeping; calibration runs once per run, before
-the baseline evaluation). Figures are medians and quartiles over all trials of all runs; torch uses `--threads`
-intra-op threads on both sides. The encoder's runs are long (an evaluation takes about 0.7 s): it gets
-`--encoder-repeats` runs per block instead, and INC at most `--encoder-max-trials` trials per fit.
-INC's figure is also given without its two gc.collect calls per trial, whose
-cost grows with the number of live objects in the process, not with the model.
+Part 1, per-trial overhead. On each model (inc_example.py's three-layer model, the digits CNN of digits_example.py
+and the MiniLM sentence encoder of encoder_example.py, all in this folder, with their evaluation and calibration
+data), `tune(model, eval_fn, calib_inputs, strategy="conservative", precisions=("int8",), workers=0)` runs
+`--repeats` times, and INC 2.6's conservative strategy runs `--repeats` fits through inc_conservative.py in
+`.venv-inc` (a subprocess), alternately (ours, INC, ours, INC, ... `--rounds` times each). Both time a trial the
+same way: the eval function is wrapped, and a trial's overhead is the time from the end of one evaluation to the
+start of the next. For ours that is the trial's build (a deep copy of the FP32 model with the lowered ops swapped
+in; each (op, precision) is lowered once per process, by the first trial that asks for it, and cached), the
+strategy and the bookkeeping; calibration runs once per run, in the driver, before the baseline evaluation.
+Figures are medians and quartiles over all trials of all runs; torch uses `--threads` intra-op threads on both
+sides. The encoder's runs are long (an evaluation takes about 0.7 s): it gets `--encoder-repeats` runs per block
+instead, and INC at most `--encoder-max-trials` trials per fit. INC's figure is also given without its two
+gc.collect calls per trial, whose cost grows with the number of live objects in the process, not with the model.
 
 Part 2, evaluator memory. `tune(..., workers=2)` on a local Ray instance, with an eval function that appends,
 per call, the evaluator process's peak RSS (getrusage ru_maxrss) and current RSS to a file per PID. Run on the
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import gc
 import importlib
 import json
@@ -48,11 +47,11 @@ import warnings
 from pathlib import Path
 
 import torch
-from common import ROOT, machine, ms, peak_rss_bytes, quartiles_text, rss_bytes, spread, timed, timed_phase, write_json
+from common import PHASES, ROOT, machine, ms, peak_rss_bytes, quartiles_text, rss_bytes, spread, timed, timed_phase, write_json
 from torch import nn
 
 from raytune_inc import AccuracyCriterion
-from raytune_inc.pytorch import evaluation, precisions
+from raytune_inc.pytorch import evaluation
 from raytune_inc.pytorch.modules import CONVOLUTIONS
 from raytune_inc.pytorch.tune import tune
 
@@ -66,44 +65,55 @@ MODELS = {
     "MiniLM encoder": ("encoder_example", "minilm"),
 }
 ENCODER = "MiniLM encoder"
+OPS_LOWERED = "ops_lowered"  # a count kept beside the phases' seconds
 
 # --- part 1: per-trial overhead --------------------------------------------------------------------------
 
 
 def instrument_ours() -> None:
-    """Time the backend's steps: calibration, build (apply_config) and, within it, the model's deep copy,
-    torchao's quantize_ (int8 Linear) and the int8 Conv emulation."""
-    import torchao.quantization as tq
-
+    """Time the backend's steps: calibration (once per run), a trial's build (`apply_config`) and, within it, the
+    model's deep copy with the lowered ops swapped in and the lowered ops themselves (`lowered_op`: a cache look-up,
+    or on the first use of an (op, precision) its copy and lowering); count the ops lowered."""
     evaluation.calibrate = timed_phase(evaluation.calibrate, "calibrate")
     evaluation.apply_config = timed_phase(evaluation.apply_config, "build")
-    # only apply_config's own top-level deepcopy, not copy's recursive calls
-    evaluation.copy = types.SimpleNamespace(deepcopy=timed_phase(copy.deepcopy, "deepcopy"), copy=copy.copy)
-    tq.quantize_ = timed_phase(tq.quantize_, "torchao_quantize")  # imported from there at each int8 Linear
-    conv = timed_phase(precisions.int8_conv, "int8_conv")
-    handlers = precisions._HANDLERS  # the registry holds the function itself: replace its handler
-    handlers[:] = [dataclasses.replace(h, lower=conv) if h.lower is precisions.int8_conv else h for h in handlers]
+    evaluation.lowered_op = timed_phase(evaluation.lowered_op, "lowered_ops")
+    model_copy = timed_phase(copy.deepcopy, "model_deepcopy")
+    # apply_config's deep copy of the model passes its memo of lowered ops; lowered_op's copy of one op does not
+    evaluation.copy = types.SimpleNamespace(
+        deepcopy=lambda x, memo=None: copy.deepcopy(x) if memo is None else model_copy(x, memo), copy=copy.copy
+    )
+    lower = evaluation.lower
+    PHASES[OPS_LOWERED] = 0
+
+    def counted(*args, **kwargs):
+        PHASES[OPS_LOWERED] += 1
+        return lower(*args, **kwargs)
+
+    evaluation.lower = counted
 
 
 def ours_once(mod) -> dict:
     model = mod.model()
     calib = [x for x, _ in mod.calib_data()]  # the same tensors INC calibrates on, without the labels
     calls: list = []
+    calibrated_before = PHASES["calibrate"]  # the phases add up over the process
     t0 = time.perf_counter()
     res = tune(model, timed(mod.evaluate, calls), calib, strategy="conservative", precisions=("int8",), workers=0)
     t1 = time.perf_counter()
     trials = []
     for (_, prev_end, _, prev_ph), (s, e, acc, ph) in zip(calls, calls[1:], strict=False):
         steps = {k: ph[k] - prev_ph[k] for k in ph}
+        lowered = int(steps.pop(OPS_LOWERED))
         build = steps.pop("build")
-        steps["build_other"] = build - steps["deepcopy"] - steps["torchao_quantize"] - steps["int8_conv"]
+        steps["build_other"] = build - steps["model_deepcopy"] - steps["lowered_ops"]
         steps["rest"] = (s - prev_end) - build - steps["calibrate"]
-        trials.append({"overhead_s": s - prev_end, "build_s": build, "eval_s": e - s, "accuracy": acc, "steps_s": steps})
+        trial = {"overhead_s": s - prev_end, "build_s": build, "eval_s": e - s, "accuracy": acc, "ops_lowered": lowered}
+        trials.append({**trial, "steps_s": steps})
     config = res.config or {}
     return {
         "total_s": t1 - t0,
         "before_baseline_s": calls[0][0] - t0,  # op discovery, calibration (once), the baseline's build
-        "calibrate_s": calls[0][3]["calibrate"],
+        "calibrate_s": calls[0][3]["calibrate"] - calibrated_before,
         "baseline_accuracy": calls[0][2],
         "trials": trials,
         "result": {
@@ -145,6 +155,10 @@ def summarize_ours(runs: list[dict]) -> dict:
         "build_per_trial_s": spread([t["build_s"] for t in trials]),
         "eval_per_trial_s": spread([t["eval_s"] for t in trials]),
         "steps_per_trial_median_s": {k: statistics.median(t["steps_s"][k] for t in trials) for k in trials[0]["steps_s"]},
+        # trials that only reused lowered ops (a model copy with cached ops swapped in) and those that lowered some first
+        "overhead_cached_per_trial_s": spread(cached) if (cached := [t["overhead_s"] for t in trials if not t["ops_lowered"]]) else None,
+        "overhead_lowering_per_trial_s": spread(lowering) if (lowering := [t["overhead_s"] for t in trials if t["ops_lowered"]]) else None,
+        "ops_lowered_per_run": spread([sum(t["ops_lowered"] for t in r["trials"]) for r in runs]),
         "calibrate_per_run_s": spread([r["calibrate_s"] for r in runs]),
         "before_baseline_s": spread([r["before_baseline_s"] for r in runs]),
         "total_s": spread([r["total_s"] for r in runs]),
@@ -344,7 +358,16 @@ def print_tables(rows: dict, memory: list[dict]) -> None:
         + "; ".join(
             f"{n}: build {ms(r['ours']['build_per_trial_s']['median'])} ("
             + ", ".join(f"{k} {ms(v)}" for k, v in r["ours"]["steps_per_trial_median_s"].items())
-            + f"), calibration once per run {ms(r['ours']['calibrate_per_run_s']['median'])}"
+            + f"), calibration once per run {ms(r['ours']['calibrate_per_run_s']['median'])}, "
+            + f"{r['ours']['ops_lowered_per_run']['median']:.0f} ops lowered per run"
+            + "".join(
+                f", {what} {ms(r['ours'][key]['median'])} (n={r['ours'][key]['n']})"
+                for what, key in (
+                    ("trials reusing cached ops only", "overhead_cached_per_trial_s"),
+                    ("trials lowering ops", "overhead_lowering_per_trial_s"),
+                )
+                if r["ours"][key]
+            )
             for n, r in rows.items()
         )
     )

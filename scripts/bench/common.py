@@ -51,6 +51,60 @@ def timed(fn, calls: list):
 # --- figures and their text ------------------------------------------------------------------------------
 
 
+def alternating_times(calls: list[Callable[[], object]], min_calls: int = 15, min_seconds: float = 1.0) -> list[list[float]]:
+    """Milliseconds of each call of each of `calls`, timed in turn, one call each per round, after two warm-up rounds;
+    at least `min_calls` rounds and `min_seconds` of timing, at most 10x that many seconds once 3 rounds are in. The
+    method of `raytune_inc.pytorch.measure.alternate_medians` (on a CPU), without torch, and with every call's time:
+    the calls of one round ran back to back, so their ratios show what a machine's changing load did to a comparison."""
+    for _ in range(2):
+        for call in calls:
+            call()
+    times: list[list[float]] = [[] for _ in calls]
+    started, rounds = time.perf_counter(), 0
+    while rounds < min_calls or time.perf_counter() - started < min_seconds:
+        for i, call in enumerate(calls):
+            t = time.perf_counter()
+            call()
+            times[i].append((time.perf_counter() - t) * 1e3)
+        rounds += 1
+        if time.perf_counter() - started > 10 * max(min_seconds, 1.0) and rounds >= 3:
+            break
+    return times
+
+
+def steady_times(
+    calls: list[Callable[[], object]],
+    min_calls: int,
+    min_seconds: float,
+    threads: int,
+    attempts: int = 3,
+    min_share: float = 0.85,
+    pause_s: float = 15.0,
+) -> tuple[list[list[float]], list[dict]]:
+    """`alternating_times`, taken again (at most `attempts` times, `pause_s` apart) while this process had less than
+    `min_share` of its `threads` cores during it (its CPU time over the wall time x `threads`): another process took
+    the cores, which on a shared machine slows a multi-threaded call several times over, and unevenly. Returns the
+    times of the attempt with the largest share, and each attempt's share, rounds and load average."""
+    best, tried = None, []
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(pause_s)
+        cpu, wall = sum(os.times()[:2]), time.perf_counter()
+        times = alternating_times(calls, min_calls, min_seconds)
+        share = (sum(os.times()[:2]) - cpu) / ((time.perf_counter() - wall) * threads)
+        tried.append({"core_share": share, "rounds": len(times[0]), "load_average": os.getloadavg()[0]})
+        if best is None or share > best[0]:
+            best = (share, times)
+        if share >= min_share:
+            break
+    return best[1], tried
+
+
+def ratio_spread(reference: list[float], other: list[float]) -> dict:
+    """`spread` of reference / other, round by round (the speedup of `other` in each round of an alternation)."""
+    return spread([r / o for r, o in zip(reference, other, strict=True)])
+
+
 def spread(xs: list[float]) -> dict:
     """Median, min, quartiles, max and count of `xs`."""
     xs = sorted(xs)
@@ -100,14 +154,20 @@ def dir_bytes(directory: str | os.PathLike) -> int:
     return sum(p.stat().st_size for p in Path(directory).iterdir() if p.is_file())
 
 
+# the /proc/cpuinfo flags that low precision runs on
+CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
+
+
 def machine(*packages: str) -> dict:
-    """CPU, cores, memory, OS, Python, the load average now (call it at the start), and the versions of `packages`."""
-    cpu = "unknown"
+    """CPU, its low-precision features (/proc/cpuinfo flags), cores, memory, OS, Python, the load average now (call it
+    at the start), and the versions of `packages`."""
+    cpu, flags = "unknown", []
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == "unknown":
                 cpu = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith("flags") and not flags:
+                flags = line.split(":", 1)[1].split()
     except OSError:
         pass
     mem = "unknown"
@@ -124,6 +184,7 @@ def machine(*packages: str) -> dict:
             versions[name] = "not installed"
     return {
         "cpu": cpu,
+        "cpu features": " ".join(f for f in CPU_FEATURES if f in flags) or "none of " + ", ".join(CPU_FEATURES),
         "cores": os.cpu_count(),
         "memory": mem,
         "os": platform.platform(),

@@ -18,6 +18,7 @@ run must commit what workers=0 commits, or the script fails.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from pathlib import Path
@@ -77,6 +78,17 @@ def span_seconds(res) -> float:
     return max(ends) - min(starts) if starts and ends else 0.0
 
 
+def same_trials(a: list, b: list) -> bool:
+    """The same configs committed, with the same accuracies up to their last bits (a torch evaluation may round
+    differently in an evaluator process than in this one: another thread count, another memory alignment)."""
+    return len(a) == len(b) and all(ca == cb and math.isclose(xa, xb, rel_tol=1e-6) for (ca, xa), (cb, xb) in zip(a, b, strict=True))
+
+
+def baseline_seconds(res) -> float:
+    rows = [r for r in res.history.to_pylist() if r["stage"] == "baseline"]
+    return (rows[0]["end_time"] - rows[0]["start_time"]).total_seconds() if rows else 0.0
+
+
 def one_run(name: str, workers: int, prior: bool) -> dict:
     model, eval_fn, calib = workload(name)
     kind, tol = WORKLOADS[name]["accuracy"]
@@ -91,6 +103,7 @@ def one_run(name: str, workers: int, prior: bool) -> dict:
         "wall_s": wall,
         "span_s": span_seconds(res),
         "first_trial_s": res.first_trial_time,
+        "baseline_s": baseline_seconds(res),
         "evaluator_startup_s": sorted(res.evaluator_startup.values()),
         "trials": len(res.trials),
         "evaluations": res.evaluations,
@@ -119,8 +132,13 @@ def main() -> None:
             for workers in args.workers:
                 for prior in (False, True):
                     r = one_run(name, workers, prior)
-                    if r["committed"] != reference["committed"]:
-                        raise SystemExit(f"{name}, workers={workers}, prior={prior}: committed something else than workers=0")
+                    if not same_trials(r["committed"], reference["committed"]):
+                        pairs = zip(r["committed"], reference["committed"], strict=False)
+                        k = next((i for i, (a, b) in enumerate(pairs) if not same_trials([a], [b])), len(reference["committed"]))
+                        raise SystemExit(
+                            f"{name}, workers={workers}, prior={prior}: committed something else than workers=0, from trial {k + 1}: "
+                            f"{r['committed'][k : k + 1]} != {reference['committed'][k : k + 1]}"
+                        )
                     r["repeat"] = repeat
                     runs.append(r)
                     print(
@@ -159,6 +177,7 @@ def summarize(runs: list[dict], args) -> dict:
                     "wall_speedup": base_wall / wall if base_wall else None,
                     "span_speedup": base_span / span if base_span else None,
                     "first_trial_s": statistics.median(r["first_trial_s"] for r in sel),
+                    "baseline_s": statistics.median(r["baseline_s"] for r in sel),
                     "startup_s": statistics.median(s for r in sel for s in r["evaluator_startup_s"]),
                     "wasted": statistics.median(r["wasted"] for r in sel),
                     "trials": sel[0]["trials"],

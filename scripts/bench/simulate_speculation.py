@@ -24,6 +24,7 @@ still commit what workers=0 commits. The ceiling with a perfect prior is the num
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 
@@ -69,10 +70,12 @@ def main() -> None:
     parser.add_argument("--sensitive", type=float, nargs="+", default=[0.15])
     parser.add_argument("--prior", nargs="+", default=["none", "perfect", "noisy"], choices=["none", "perfect", "noisy", "adversarial"])
     parser.add_argument("--noise", type=float, default=0.5, help="sigma of the noisy prior's log-normal factor")
+    parser.add_argument("--out", help="also write the medians as JSON here")
     args = parser.parse_args()
-    for sensitive in args.sensitive:
-        for prior in args.prior:
-            sweep(args, sensitive, prior)
+    results = [sweep(args, sensitive, prior) for sensitive in args.sensitive for prior in args.prior]
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"spaces": args.spaces, "ops": args.ops, "noise": args.noise, "results": results}, f, indent=1)
 
 
 def chain_ceiling(p: float, workers: int) -> float:
@@ -80,7 +83,7 @@ def chain_ceiling(p: float, workers: int) -> float:
     return sum(p**k for k in range(workers))
 
 
-def sweep(args: argparse.Namespace, sensitive: float, prior_kind: str) -> None:
+def sweep(args: argparse.Namespace, sensitive: float, prior_kind: str) -> dict:
     print(f"sensitive={sensitive} prior={prior_kind}" + (f" (noise {args.noise})" if prior_kind == "noisy" else ""))
     rates: dict[int, list[float]] = {w: [] for w in args.workers}
     waste: dict[int, list[float]] = {w: [] for w in args.workers}
@@ -114,6 +117,19 @@ def sweep(args: argparse.Namespace, sensitive: float, prior_kind: str) -> None:
             f"(ceiling {ceiling:.2f}{' with perfect foresight' if prior_kind == 'perfect' else ', op-wise chain'}), "
             f"median waste {statistics.median(waste[w]):.2f} per trial"
         )
+    return {
+        "sensitive": sensitive,
+        "prior": prior_kind,
+        "op_wise_pass_rate": p,
+        "workers": {
+            str(w): {
+                "rate": statistics.median(rates[w]),
+                "ceiling": w if prior_kind == "perfect" else chain_ceiling(p, w),
+                "waste_per_trial": statistics.median(waste[w]),
+            }
+            for w in args.workers
+        },
+    }
 
 
 if __name__ == "__main__":
