@@ -184,3 +184,20 @@ def test_a_measures_file_that_is_not_ours_is_refused(tuned, tmp_path):
     (copy / MEASURES_FILE).write_bytes(b"not arrow")
     with pytest.raises(HistoryError, match="not a raytune-inc measures file"):
         read_measures(copy)
+
+
+@pytest.mark.slow
+def test_many_compiled_models_of_one_class_are_all_compiled():
+    # torch compiles a function at most 8 times (per input shape, per set of frozen weights) before it runs it eagerly,
+    # silently; a process that tunes and times several models of one class compiles more than that.
+    from torch._dynamo.utils import counters
+
+    from raytune_inc import compile_model
+
+    torch._dynamo.reset()
+    counters.clear()
+    x = torch.randn(4, 8)
+    for _ in range(10):
+        compiled = compile_model(nn.Sequential(nn.Linear(8, 8)).eval())
+        compiled(x)
+    assert counters["stats"]["unique_graphs"] == 10
