@@ -25,10 +25,10 @@ from .history.fingerprint import fingerprint
 from .history.storage import MemoryStorage, RunInfo, Storage
 from .history.table import HistoryRow
 from .monitor import RunMonitor
+from .pass_model import Prior, check_prior
 from .records import BASELINE_STAGE, Evaluation, Trial, TuneResult
 from .settings import RunSettings
 from .space import Config
-from .speculation import Prior, check_prior
 from .strategies import Strategy
 
 

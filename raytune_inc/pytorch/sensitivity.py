@@ -21,8 +21,8 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves
 
+from ..pass_model import Prior
 from ..space import FP32, TuningSpace
-from ..speculation import Prior
 from .calibration import Calibration, run_batch
 from .evaluation import lowered_op
 
