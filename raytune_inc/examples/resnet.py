@@ -61,15 +61,16 @@ def dataset() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     return upscale(x_train), y_train, upscale(x_test), y_test
 
 
-def trained_model(cache: str | Path = "runs/digits_resnet.pt", epochs: int = 4) -> DigitsResNet:
-    """The trained FP32 model, from `cache` if it is there (weights only, loaded without pickle)."""
+def trained_model(cache: str | Path = "runs/digits_resnet.pt", epochs: int = 4, width: int = 64) -> DigitsResNet:
+    """The trained FP32 model, from `cache` if it is there (weights only, loaded without pickle); `width`: the first
+    stage's channels (the second has twice as many)."""
     cache = Path(cache)
     if cache.exists():
-        model = DigitsResNet()
+        model = DigitsResNet(width)
         model.load_state_dict(torch.load(cache, weights_only=True))
         return model.eval()
     torch.manual_seed(0)
-    model = DigitsResNet()
+    model = DigitsResNet(width)
     x, y, _, _ = dataset()
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     threads = torch.get_num_threads()
