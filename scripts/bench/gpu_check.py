@@ -636,7 +636,7 @@ def precisions_part(ctx: Context, budget: Budget, report: Report, entry: dict) -
             res["error"] = error_text(exc, 6)
         report.save()
 
-    for p in REGISTRY_PRECISIONS:
+    for p in ctx.args.precisions:
 
         def make(p=p):
             config = {op.name: p if p in op.precisions else "fp32" for op in space}
@@ -821,6 +821,7 @@ def main() -> int:
     parser.add_argument("--budget", type=float, default=420.0, help="seconds; steps that would start later are skipped")
     parser.add_argument("--workload", choices=("auto", "minilm", "outliers"), default="auto")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {','.join(PARTS)} (env always runs)")
+    parser.add_argument("--precisions", default=",".join(REGISTRY_PRECISIONS), help="the registry's precisions the precisions part builds")
     parser.add_argument("--cuda-test", default=CUDA_TEST, help="the pytest node id of the suite's CUDA test")
     parser.add_argument("--tuned-reserve", type=float, default=80.0, help="seconds the precisions part leaves to the tuned part")
     parser.add_argument(
@@ -831,6 +832,10 @@ def main() -> int:
     unknown = set(args.parts) - set(PARTS)
     if unknown:
         parser.error(f"unknown parts {sorted(unknown)}; known: {', '.join(PARTS)}")
+    args.precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    unknown = set(args.precisions) - set(REGISTRY_PRECISIONS)
+    if unknown:
+        parser.error(f"unknown precisions {sorted(unknown)}; known: {', '.join(REGISTRY_PRECISIONS)}")
 
     budget = Budget(args.budget)
     report = Report(args.out, budget)
