@@ -17,6 +17,8 @@ SCRIPT = REPO / "scripts" / "bench" / "gpu_check.py"
 
 
 def load_script():
+    if str(SCRIPT.parent) not in sys.path:  # as when run: its own folder (common.py) first on sys.path
+        sys.path.insert(0, str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

