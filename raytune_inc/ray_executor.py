@@ -114,7 +114,6 @@ class RayExecutor:
 
     async def _drive(self, run: TuningRun, pool: EvaluatorPool, prepare: Callable[[TuningRun], None] | None) -> None:
         try:
-            pool.launch()
             if prepare is not None:
                 prepare(run)
             await pool.start(self.start_timeout)

@@ -104,16 +104,17 @@ def tune(
     check_calibration_data(model, calib_data, needed=bool(evaluation.calibrated))
     executor = make_executor(workers)
     run_id = uuid.uuid4().hex
+    if _on_ray(executor):
+        check_picklable(model, eval_fn, calib_data)  # what the evaluation holds besides the calibration, before any Ray work
     early = _on_ray(executor) and not resume
     if early:
-        check_picklable(model, eval_fn, calib_data)
         # The evaluators start now, while this process calibrates and evaluates the baseline: they import torch,
         # the backend and the model's own code, then wait for the evaluation.
         executor.warm = warm_modules(model, eval_fn)
         executor.launch(f"raytune-inc {get_strategy(strategy).name} {run_id[:8]}", f"raytune-inc-{run_id[:8]}")
     try:
         tuning = _Tuning(model, eval_fn, calib_data, space, precisions, evaluation, example_inputs, skip_slower, sensitivity)
-        run = tuning.make_run(strategy, accuracy, max_trials, timeout, run_id, called, executor)
+        run = tuning.make_run(strategy, accuracy, max_trials, timeout, run_id, called)
         return tuning.finish(run, tuning.execute(run, executor, checkpoint, resume), checkpoint)
     finally:
         if early:
@@ -139,9 +140,7 @@ class _Tuning:
             Sensitivity(model, self.space, self.calibration, calib_data, precisions) if sensitivity and calib_data is not None else None
         )
 
-    def make_run(self, strategy, accuracy, max_trials, timeout, run_id: str, called: float, executor: Executor) -> TuningRun:
-        if _on_ray(executor):
-            check_picklable(self.evaluation)
+    def make_run(self, strategy, accuracy, max_trials, timeout, run_id: str, called: float) -> TuningRun:
         run = TuningRun(self.space, self.evaluation, strategy, accuracy, self.precisions, max_trials, timeout, None, run_id=run_id)
         run.started = called  # its times (the first trial's start, the timeout) count from the call
         run.fingerprint.update(model=model_digest(self.model), torch=package_version("torch"), torchao=package_version("torchao"))
