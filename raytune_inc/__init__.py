@@ -19,7 +19,8 @@ _EXPORTS = {
     "CpuShareWarning": "errors",
     "EvaluatorStartError": "errors",
     "ModelTuneResult": "pytorch.result",
-    "compile_model": "pytorch.measure",
+    "compile_model": "pytorch.deployment",
+    "DeploymentError": "errors",
     "load": "pytorch.saved",
     "HistoryError": "errors",
     "HistoryWarning": "errors",
@@ -45,6 +46,7 @@ __all__ = [
     "Config",
     "ConservativeStrategy",
     "CpuShareWarning",
+    "DeploymentError",
     "Evaluation",
     "EvaluatorStartError",
     "HistoryError",
@@ -86,6 +88,7 @@ if TYPE_CHECKING:
     from .criterion import AccuracyCriterion
     from .errors import (
         CpuShareWarning,
+        DeploymentError,
         EvaluatorStartError,
         HistoryError,
         HistoryWarning,
@@ -94,7 +97,7 @@ if TYPE_CHECKING:
         TuningError,
     )
     from .history import load_history
-    from .pytorch.measure import compile_model
+    from .pytorch.deployment import compile_model
     from .pytorch.result import ModelTuneResult
     from .pytorch.saved import load
     from .pytorch.tune import tune

@@ -127,6 +127,8 @@ def _tune(args: argparse.Namespace) -> int:
         print(f"skipped {op_type} at {precision}: {why}")
     if res.latency is not None:
         print(res.latency.text())
+    if res.deployed is not None:
+        print(res.deployed.text())
     print(res.size.text())
     if args.checkpoint:
         print(f"history: {args.checkpoint} (raytune-inc history / report read it)")

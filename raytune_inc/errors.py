@@ -40,6 +40,11 @@ class StrategyError(RaytuneError, RuntimeError):
     """A strategy broke its contract (e.g. it asked for the all-fp32 config, which is never a candidate)."""
 
 
+class DeploymentError(RaytuneError, RuntimeError):
+    """A compiled model that is not the model it was compiled from: it writes into its inputs, changes between calls on
+    the same tensors, or strays from the eager model's outputs. The message says what differed."""
+
+
 class CliError(RaytuneError):
     """Bad input to the command line (a `module:name` that does not import, a missing directory)."""
 

@@ -8,13 +8,14 @@ import copy
 
 import pytest
 import torch
-from architectures import ARCHITECTURES, OutputFidelity, gpt2, main_output, mobilenet_v2, resnet
+from architectures import ARCHITECTURES, Case, OutputFidelity, gpt2, main_output, mobilenet_v2, resnet
 from helpers import same_trials
 from torch import nn
 
 from raytune_inc import AccuracyCriterion, tune
 from raytune_inc.examples.digits import DigitsCNN
 from raytune_inc.pytorch.calibration import calibrate
+from raytune_inc.pytorch.deployment import EAGER_TOLERANCE
 from raytune_inc.pytorch.digest import model_digest
 from raytune_inc.pytorch.evaluation import apply_config
 from raytune_inc.pytorch.modules import fold_batchnorm
@@ -28,16 +29,17 @@ def op_counts(model: nn.Module) -> dict[str, int]:
     return dict(collections.Counter(op.type for op in discover_ops(model)))
 
 
-@pytest.mark.parametrize("name", [*ARCHITECTURES, "digits_cnn"])
-def test_each_architecture_tunes_to_bf16_and_int8(name):
+def _case(name: str) -> Case:
     if name == "digits_cnn":
         torch.manual_seed(0)
         x = torch.rand(8, 1, 8, 8)
-        from architectures import Case
+        return Case(DigitsCNN().eval(), [{"x": torch.rand(16, 1, 8, 8)}], {"x": x}, {"Conv2d": 2, "Linear": 2, "LayerNorm": 1})
+    return ARCHITECTURES[name]()
 
-        case = Case(DigitsCNN().eval(), [{"x": torch.rand(16, 1, 8, 8)}], {"x": x}, {"Conv2d": 2, "Linear": 2, "LayerNorm": 1})
-    else:
-        case = ARCHITECTURES[name]()
+
+@pytest.mark.parametrize("name", [*ARCHITECTURES, "digits_cnn"])
+def test_each_architecture_tunes_to_bf16_and_int8(name):
+    case = _case(name)
     assert op_counts(case.model) == case.ops
     eval_fn = OutputFidelity(case.model, case.inputs)
     res = tune(case.model, eval_fn, case.calib, precisions=("bf16", "int8"), accuracy=AccuracyCriterion(0.02), workers=0)
@@ -57,6 +59,27 @@ def test_each_architecture_tunes_to_bf16_and_int8(name):
     with torch.no_grad():
         out = main_output(res.model(**case.inputs))
     assert torch.isfinite(out).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [*ARCHITECTURES, "digits_cnn"])
+def test_each_tuned_architecture_compiled_is_right_on_every_call_and_leaves_its_inputs_alone(name):
+    """As deployed: `res.compile()` (checked on the first calibration batch), then called three times on the same
+    tensors: the same outputs every call, the inputs as they were, the eager tuned model's outputs within tolerance."""
+    case = _case(name)
+    res = tune(case.model, OutputFidelity(case.model, case.inputs), case.calib, precisions=("bf16", "int8"), workers=0, sensitivity=False)
+    assert res.config is not None and "int8" in res.config.values()
+    compiled = res.compile()
+    assert len(compiled.checks) == 1  # done before it was handed over
+    batch = case.calib[0]
+    pristine = {k: v.clone() for k, v in batch.items()}
+    with torch.no_grad():
+        eager = main_output(res.model(**batch))
+        outs = [main_output(compiled(**batch)) for _ in range(3)]
+    assert all(torch.equal(batch[k], pristine[k]) for k in batch)
+    assert all(torch.equal(outs[0], o) for o in outs[1:])
+    error = float((outs[0] - eager).norm() / eager.norm())
+    assert error <= EAGER_TOLERANCE, error
 
 
 @pytest.mark.slow

@@ -1,8 +1,6 @@
-"""A model as deployed, and what it costs: compiled for inference, timed against the FP32 model, sized.
-
-`compile_model` is `torch.compile` with what int8 kernels need (inductor freezing, under no_grad):
-the tuned model and the FP32 model are compiled the same way, which is the fair comparison.
-Timings alternate the two models call by call, so that a machine's load falls on both alike.
+"""What a model costs as deployed: timed against the FP32 model, eager and compiled (`deployment.compile_model`, the
+same way for both, the fair comparison), and sized. Timings alternate the two models call by call, so that a
+machine's load falls on both alike.
 """
 
 from __future__ import annotations
@@ -17,39 +15,7 @@ import torch
 from torch import nn
 
 from .calibration import run_batch
-
-RECOMPILE_LIMIT = 256  # compilations of one forward (one per compiled model and input shape) before torch gives up
-
-
-class CompiledModel(nn.Module):
-    """`model` under `torch.compile`, called with inductor freezing on and autograd off (inference only).
-
-    Freezing turns weights into constants, which lets inductor fold BatchNorm, pre-pack weights and
-    match the int8 patterns onto oneDNN's int8 kernels. It applies while a call compiles, so every
-    call runs inside the setting. Shapes are static: a new input shape compiles again (oneDNN's
-    int8 convolutions under dynamic shapes fail torch 2.13's stride checks). Each compiled model
-    of one class compiles the class's forward again (its frozen weights are its own), so the
-    calls lift torch's limit of 8 compilations per function, past which it would silently run
-    eagerly (a process that tunes and times several models of one class meets it).
-    """
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        self._compiled = torch.compile(model, dynamic=False)  # int8 kernels are matched on static shapes
-
-    def forward(self, *args, **kwargs):
-        import torch._dynamo.config as dynamo_config
-        import torch._inductor.config as inductor_config
-
-        limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
-        with torch.no_grad(), inductor_config.patch(freezing=True), dynamo_config.patch(recompile_limit=limit):
-            return self._compiled(*args, **kwargs)
-
-
-def compile_model(model: nn.Module) -> CompiledModel:
-    """`model` compiled for inference on the device it is on, as `ModelTuneResult.compile()` compiles a tuned model."""
-    return CompiledModel(model.eval())
+from .deployment import compile_model
 
 
 def state_dict_bytes(model: nn.Module) -> int:
@@ -129,10 +95,14 @@ def alternate_medians(
     return [statistics.median(t) for t in times], rounds
 
 
-def measure_latency(fp32: nn.Module, tuned: nn.Module, example_inputs, device: torch.device) -> Latency:
-    """Time the FP32 and the tuned model on `example_inputs` (a batch as calibration takes it), eager then compiled."""
+def measure_latency(
+    fp32: nn.Module, tuned: nn.Module, example_inputs, device: torch.device, tuned_compiled: nn.Module | None = None
+) -> Latency:
+    """Time the FP32 and the tuned model on `example_inputs` (a batch as calibration takes it), eager then compiled
+    (`tuned_compiled`: the tuned model compiled already, by `compile_model`)."""
     eager, eager_calls = alternate_medians([lambda: run_batch(fp32, example_inputs), lambda: run_batch(tuned, example_inputs)], device)
-    fp32_compiled, tuned_compiled = compile_model(fp32), compile_model(tuned)
+    fp32_compiled = compile_model(fp32)
+    tuned_compiled = tuned_compiled if tuned_compiled is not None else compile_model(tuned)
     compiled, compiled_calls = alternate_medians(
         [lambda: run_batch(fp32_compiled, example_inputs), lambda: run_batch(tuned_compiled, example_inputs)], device
     )

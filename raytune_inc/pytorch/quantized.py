@@ -100,7 +100,27 @@ class _QuantizedConv(QuantizedModule):
 
 
 class QuantizedConv1d(_QuantizedConv, nn.Conv1d):
-    _convolution = staticmethod(F.conv1d)
+    """Computed as a Conv2d over a height of one (the same values): inductor's int8 lowering of a 1-d convolution
+    computes its output's shape from the 4-d prepacked weight in some graphs (torch 2.13: Whisper's encoder fails to
+    compile), while the 2-d one is the path pt2e's x86 flow takes for every convolution."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        padding = self.padding
+        if self.padding_mode != "zeros":
+            x, padding = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode), (0,)
+        weight = _qd.dequantize_per_channel(
+            self.weight_int8.unsqueeze(2), self.weight_scale, self.weight_zero_point, 0, I8_MIN, I8_MAX, torch.int8
+        )
+        out = F.conv2d(
+            self.quantized_input(x.unsqueeze(-2)),
+            weight,
+            self.bias,
+            (1, *self.stride),
+            padding if isinstance(padding, str) else (0, *padding),
+            (1, *self.dilation),
+            self.groups,
+        )
+        return out.squeeze(-2)
 
 
 class QuantizedConv2d(_QuantizedConv, nn.Conv2d):

@@ -12,7 +12,8 @@ from torch import nn
 from ..history.measures import Measure
 from ..records import TuneResult
 from .calibration import Calibration
-from .measure import CompiledModel, Latency, ModelSize, compile_model
+from .deployment import CompiledModel, DeployedAccuracy, as_inputs, check_deployed, compile_model
+from .measure import Latency, ModelSize
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,10 @@ class ModelTuneResult(TuneResult):
     built with; `latency` the FP32 and tuned models timed on `example_inputs` (None without it);
     `size` their state_dict sizes; `skipped` the (op type, precision) pairs `skip_slower` left out,
     with why; `sensitivity` how far each op alone moves the model's output at each precision
-    (the relative squared error of the outputs on a calibration batch, see `sensitivity.py`).
+    (the relative squared error of the outputs on a calibration batch, see `sensitivity.py`);
+    `deployed` (with `example_inputs`) the accuracy of the compiled tuned model, as production
+    sees it, beside the eager one and judged against the goal; `check_inputs` the batches
+    `compile()` checks the compiled model on (the first calibration batch, `example_inputs`).
     """
 
     model: nn.Module | None = None
@@ -34,12 +38,20 @@ class ModelTuneResult(TuneResult):
     size: ModelSize | None = None
     skipped: dict[tuple[str, str], str] = field(default_factory=dict)
     sensitivity: dict[tuple[str, str], float] = field(default_factory=dict)
+    deployed: DeployedAccuracy | None = None
+    check_inputs: tuple = field(default=(), repr=False)
 
     def compile(self) -> CompiledModel:
         """The tuned model compiled for inference on its device (`torch.compile` with inductor freezing, which int8
-        convolutions and linears need to run on oneDNN's int8 kernels). Compile the FP32 model with
+        convolutions and linears need to run on oneDNN's int8 kernels), checked before it is returned: called three
+        times on each of `check_inputs`, it must leave them as they were, give the same outputs every call, and stay
+        within `deployment.EAGER_TOLERANCE` of the eager tuned model; else DeploymentError says what differed. (The
+        first call with any other input signature is checked the same way.) Compile the FP32 model with
         `raytune_inc.compile_model` to compare."""
-        return compile_model(self.model)
+        compiled = compile_model(self.model)
+        if self.check_inputs:
+            compiled.check(self.check_inputs)
+        return compiled
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the tuned model to `directory` without pickle: the per-op config and calibration as JSON, the lowered
@@ -50,16 +62,14 @@ class ModelTuneResult(TuneResult):
 
     def export(self, example_inputs: Any):
         """`torch.export.export` of the tuned model on `example_inputs` (a tensor, a tuple of positional inputs or a
-        dict of keyword inputs): an ExportedProgram, where torch.export can trace the model."""
+        dict of keyword inputs): an ExportedProgram, where torch.export can trace the model; its module is checked on
+        `example_inputs` as `compile()` checks the compiled model."""
         import torch
 
-        if isinstance(example_inputs, dict):
-            args, kwargs = (), dict(example_inputs)
-        elif isinstance(example_inputs, tuple | list):
-            args, kwargs = tuple(example_inputs), {}
-        else:
-            args, kwargs = (example_inputs,), {}
-        return torch.export.export(self.model, args, kwargs)
+        args, kwargs = as_inputs(example_inputs)
+        program = torch.export.export(self.model, args, kwargs)
+        check_deployed(program.module(), self.model, [(args, kwargs)])  # as `compile()` checks the compiled model
+        return program
 
     def measures(self) -> list[Measure]:
         """Latency, size and what was skipped, as the rows a checkpoint directory keeps beside its history."""
@@ -73,6 +83,8 @@ class ModelTuneResult(TuneResult):
                 ("tuned compiled", lat.tuned_compiled_ms),
             ):
                 out.append(Measure("latency", subject, value, "ms", note=f"{lat.device}, median of {lat.calls} calls"))
+        if self.deployed is not None:
+            out += self.deployed.measures()
         if self.size is not None:
             out += [Measure("size", "fp32", self.size.fp32_bytes, "bytes"), Measure("size", "tuned", self.size.tuned_bytes, "bytes")]
         for (op_type, precision), why in self.skipped.items():

@@ -16,8 +16,9 @@ from torch import nn
 
 from ..space import Op, TuningSpace
 from .calibration import Calibration
+from .deployment import compile_model
 from .evaluation import lowered_op
-from .measure import alternate_medians, compile_model
+from .measure import alternate_medians
 
 
 def without_slower(

@@ -22,6 +22,7 @@ from ..tuner import execute, make_executor
 from ..versions import package_version
 from ..workers import WorkersSpec
 from .calibration import Calibration, calibrate, run_batch
+from .deployment import checked, compile_model, deployed_accuracy
 from .digest import model_digest
 from .evaluation import ModelEvaluation
 from .measure import ModelSize, measure_latency, state_dict_bytes
@@ -129,6 +130,7 @@ class _Tuning:
         self.precisions, self.evaluation, self.example_inputs = precisions, evaluation, example_inputs
         self.device = model_device(model)
         self.calibration = evaluation.calibration
+        self.first_batch = next(iter(calib_data), None) if calib_data is not None else None  # checks the compiled model
         self.space = reachable(model, space, self.calibration, evaluation.calibrated)
         self.skipped: dict[tuple[str, str], str] = {}
         if skip_slower:
@@ -169,7 +171,17 @@ class _Tuning:
     def finish(self, run: TuningRun, res: TuneResult, checkpoint) -> ModelTuneResult:
         config = res.config if res.config is not None else dict.fromkeys(self.space.names, FP32)
         tuned = self.evaluation.build(config)
-        latency = measure_latency(self.model, tuned, self.example_inputs, self.device) if self.example_inputs is not None else None
+        check_inputs = tuple({id(b): b for b in (self.first_batch, self.example_inputs) if b is not None}.values())
+        latency = deployed = None
+        if self.example_inputs is not None:
+            compiled = compile_model(tuned)
+            failure = checked(compiled, check_inputs)
+            timed = compiled if failure is None else compile_model(tuned, check=False)  # timed all the same; `deployed` says why not
+            latency = measure_latency(self.model, tuned, self.example_inputs, self.device, timed)
+            # Taken after the timing calls: the accuracy production sees, after many calls of the compiled model.
+            eager = res.accuracy if res.config is not None else res.baseline
+            goal, meets = run.criterion.goal(res.baseline), lambda value: run.criterion.meets(value, res.baseline)
+            deployed = deployed_accuracy(compiled, self.eval_fn, eager, goal, meets, failure)
         result = ModelTuneResult(
             **{f.name: getattr(res, f.name) for f in fields(TuneResult)},
             model=tuned,
@@ -179,6 +191,8 @@ class _Tuning:
             size=ModelSize(state_dict_bytes(self.model), state_dict_bytes(tuned)),
             skipped=self.skipped,
             sensitivity=self.sensitivity.result() if self.sensitivity is not None else {},
+            deployed=deployed,
+            check_inputs=check_inputs,
         )
         if checkpoint is not None:
             write_measures(checkpoint, result.measures())

@@ -87,6 +87,11 @@ def measure_facts(measures: Sequence[Measure]) -> list[tuple[str, str]]:
                     f"{fp32.value:.3g} ms FP32 -> {tuned.value:.3g} ms tuned ({fp32.value / tuned.value:.2f}x); {tuned.note}",
                 )
             )
+    eager, compiled = values.get(("accuracy", "tuned eager")), values.get(("accuracy", "tuned compiled"))
+    if compiled is not None:
+        shown = "-" if compiled.value is None else num(compiled.value)
+        eager_text = "-" if eager is None or eager.value is None else num(eager.value)
+        out.append(("accuracy as deployed", f"{shown} compiled, {eager_text} eager; {compiled.note}"))
     fp32, tuned = values.get(("size", "fp32")), values.get(("size", "tuned"))
     if fp32 and tuned and fp32.value and tuned.value:
         out.append(

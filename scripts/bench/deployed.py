@@ -13,9 +13,13 @@ Workloads (the package's examples, `raytune_inc.examples`):
   4 calibration batches of 32; latency on a batch of 64 test images. Tuned at int8. Target: compiled tuned >= 1.4x
   faster than compiled FP32, accuracy within 1%.
 
+Also the cost of the fix of inductor's in-place int8 residual add (`inplace_fix_cost`, docs/deployment.md): the
+feed-forward block compiled with and without it, timed in one alternation.
+
 Each `tune(model, eval_fn, calib, precisions=..., workers=0)` runs at the 1% relative goal, conservative, and its
 wall time is taken around the call alone (imports done before). Then, for each tuned model: its ops by type and
-precision, `res.accuracy` (the eager tuned model) and `eval_fn(res.compile())` (the compiled one). Unless
+precision, `res.accuracy` (the eager tuned model) and the compiled model's metric, taken after its timing calls (what
+production sees after many calls; the first call of each compiled model runs the deployed check, timed). Unless
 `--no-bf16`, every op at bf16 (no tuning, whatever its accuracy) is measured the same way, for information. Then
 latency: the FP32 model and every tuned one of the workload timed in one alternation, call by call (common.py's
 `alternating_times`, the method of `raytune_inc.pytorch.measure.alternate_medians`; medians), the eager models
@@ -40,6 +44,7 @@ from common import ROOT, command_line, machine, ratio_spread, steady_times, writ
 
 from raytune_inc import AccuracyCriterion, compile_model, tune
 from raytune_inc.pytorch.calibration import Calibration, run_batch
+from raytune_inc.pytorch.deployment import as_inputs, check_deployed
 from raytune_inc.pytorch.evaluation import apply_config
 from raytune_inc.pytorch.ops import discover_ops
 
@@ -89,31 +94,80 @@ def ops_by_precision(space, config: dict) -> dict[str, dict[str, int]]:
     return {t: dict(c) for t, c in counts.items()}
 
 
-def timed_compile(model, eval_fn) -> tuple[torch.nn.Module, float, float]:
-    """`model` compiled as deployed, its metric and the seconds of its first call (compilation included)."""
+def compiled_and_checked(model, example_inputs) -> tuple[torch.nn.Module, float, float]:
+    """`model` compiled as deployed; the seconds of its first call on `example_inputs` (compilation and the deployed
+    check included), and of one more check alone (three compiled calls and one eager call on copies of the inputs)."""
     compiled = compile_model(model)
     t0 = time.perf_counter()
-    value = float(eval_fn(compiled))
-    return compiled, value, time.perf_counter() - t0
+    with torch.no_grad():
+        run_batch(compiled, example_inputs)
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    check_deployed(compiled._run, model, [as_inputs(example_inputs)])
+    return compiled, first, time.perf_counter() - t0
 
 
-def latencies(models: list, inputs, args) -> tuple[list[list[float]], list[dict]]:
-    """Milliseconds of each call of each of `models` on `inputs`, all alternated call by call (on a CPU, the method
-    of `raytune_inc.pytorch.measure.alternate_medians`, with every call's time kept), taken again while another
-    process had the cores (common.py's `steady_times`); and the attempts."""
-    calls = [lambda m=m: run_batch(m, inputs) for m in models]
+def latencies(models: list, inputs, args, batches: bool = True) -> tuple[list[list[float]], list[dict]]:
+    """Milliseconds of each call of each of `models` on `inputs` (`batches=False`: of each of the calls `models`), all
+    alternated call by call (on a CPU, the method of `raytune_inc.pytorch.measure.alternate_medians`, with every call's
+    time kept), taken again while another process had the cores (common.py's `steady_times`); and the attempts."""
+    calls = [lambda m=m: run_batch(m, inputs) for m in models] if batches else models
     with torch.no_grad():
         return steady_times(calls, args.min_calls, args.min_seconds, torch.get_num_threads(), args.attempts)
 
 
 def variant(w: dict, label: str, tuned, extra: dict) -> dict:
-    """A tuned (or cast) model's figures but latency, and the model compiled."""
-    compiled, compiled_value, compile_s = timed_compile(tuned, w["eval_fn"])
-    row = {"variant": label, **extra, "accuracy_compiled": compiled_value, "compile_and_first_eval_s": compile_s}
+    """A tuned (or cast) model's figures but latency and compiled accuracy (taken after the timing calls), and the
+    model compiled."""
+    compiled, first_s, check_s = compiled_and_checked(tuned, w["example_inputs"])
+    row = {"variant": label, **extra, "compile_and_check_s": first_s, "check_s": check_s}
     row["meets_goal_eager"] = row["accuracy_eager"] >= w["goal"]
-    row["meets_goal_compiled"] = compiled_value >= w["goal"]
-    print(f"  {label}: accuracy eager {row['accuracy_eager']:.4f}, compiled {compiled_value:.4f} (goal {w['goal']:.4f})", flush=True)
     return {**row, "_models": (tuned, compiled)}
+
+
+def compiled_accuracy(w: dict, row: dict) -> None:
+    """The compiled model's metric, taken once it has run every timing call: what production sees after many calls."""
+    value = float(w["eval_fn"](row["_models"][1]))
+    row["accuracy_compiled"], row["meets_goal_compiled"] = value, value >= w["goal"]
+    print(f"  {row['variant']}: accuracy eager {row['accuracy_eager']:.4f}, compiled {value:.4f} (goal {w['goal']:.4f})", flush=True)
+
+
+def inplace_fix_cost(args) -> dict:
+    """What `deployment.inplace_safe_fusions` costs: the feed-forward block of docs/deployment.md (768/3072, input
+    8x128x768, both Linear at int8) compiled with it and without it (the residual add written in place into the
+    block's input, as torch compiles it), timed in one alternation; each on its own copy of the input."""
+    import contextlib
+    import copy
+
+    from torch import nn
+
+    from raytune_inc.pytorch import deployment
+    from raytune_inc.pytorch.calibration import calibrate
+
+    class FeedForward(nn.Module):
+        def __init__(self, d: int = 768, h: int = 3072):
+            super().__init__()
+            self.ln, self.up, self.down = nn.LayerNorm(d), nn.Linear(d, h), nn.Linear(h, d)
+
+        def forward(self, x):
+            return x + self.down(nn.functional.gelu(self.up(self.ln(x))))
+
+    torch.manual_seed(0)
+    model, x = FeedForward().eval(), torch.randn(8, 128, 768)
+    tuned = apply_config(model, {"up": "int8", "down": "int8"}, calibrate(model, [x[:2]], ["up", "down"]))
+    fixed = compile_model(tuned, check=False)
+    fix = deployment.inplace_safe_fusions
+    deployment.inplace_safe_fusions = lambda: contextlib.nullcontext(False)
+    try:
+        unfixed, y = compile_model(copy.deepcopy(tuned), check=False), x.clone()
+        with torch.no_grad():
+            unfixed(y)  # compiled here, without the fix
+    finally:
+        deployment.inplace_safe_fusions = fix
+    times, attempts = latencies([lambda: fixed(x), lambda: unfixed(y)], None, args, batches=False)
+    fixed_ms, unfixed_ms = (statistics.median(t) for t in times)
+    print(f"in-place fix: {fixed_ms:.3f} ms with it, {unfixed_ms:.3f} ms without ({unfixed_ms / fixed_ms:.3f}x)", flush=True)
+    return {"fixed_ms": fixed_ms, "unfixed_ms": unfixed_ms, "calls": len(times[0]), "timing_attempts": attempts}
 
 
 def run_workload(name: str, sets: list[tuple[str, ...]], args) -> dict:
@@ -123,7 +177,7 @@ def run_workload(name: str, sets: list[tuple[str, ...]], args) -> dict:
     baseline = float(eval_fn(model))
     w["goal"] = baseline * (1 - GOAL)
     print(f"{name}: {w['title']}; FP32 {baseline:.4f}, goal {w['goal']:.4f}", flush=True)
-    fp32_compiled, fp32_compiled_value, fp32_compile_s = timed_compile(model, eval_fn)
+    fp32_compiled, fp32_compile_s, fp32_check_s = compiled_and_checked(model, w["example_inputs"])
     rows = []
     for precisions in sets:
         t0 = time.perf_counter()
@@ -166,7 +220,9 @@ def run_workload(name: str, sets: list[tuple[str, ...]], args) -> dict:
                 "calls": len(tuned),
             }
     w["load_average_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    fp32_compiled_value = float(eval_fn(fp32_compiled))
     for r in rows:
+        compiled_accuracy(w, r)
         del r["_models"]
         print(
             f"  {r['variant']}: eager {r['eager']['fp32_ms']:.2f} -> {r['eager']['tuned_ms']:.2f} ms ({r['eager']['speedup']:.2f}x), "
@@ -179,7 +235,8 @@ def run_workload(name: str, sets: list[tuple[str, ...]], args) -> dict:
         "baseline": baseline,
         "goal": w["goal"],
         "fp32_accuracy_compiled": fp32_compiled_value,
-        "fp32_compile_and_first_eval_s": fp32_compile_s,
+        "fp32_compile_and_check_s": fp32_compile_s,
+        "fp32_check_s": fp32_check_s,
         "target_compiled_speedup": TARGETS[name],
         "ops_total": {t: sum(c.values()) for t, c in ops_by_precision(space, {}).items()},
         "variants": rows,
@@ -221,6 +278,7 @@ def main() -> None:
     }
     for name in wanted:
         report["workloads"][name] = run_workload(name, [tuple(s.split(",")) for s in sets[name]], args)
+    report["inplace_fix"] = inplace_fix_cost(args)
     write_json(args.out, report)
     medians = [v["compiled"]["speedup"] for w in report["workloads"].values() for v in w["variants"]]
     print(f"JSON: {args.out} (compiled speedups: {', '.join(f'{x:.2f}x' for x in medians)}; median {statistics.median(medians):.2f}x)")

@@ -332,7 +332,8 @@ def deployed_rows(report: dict) -> tuple[list[list[str]], list[dict], list[str]]
                     "fp32_compiled_ms": v["compiled"]["fp32_ms"],
                     "tuned_compiled_ms": v["compiled"]["tuned_ms"],
                     "calls": min(v["eager"]["calls"], v["compiled"]["calls"]),
-                    "compile_and_first_eval_s": v["compile_and_first_eval_s"],
+                    "compile_and_check_s": v.get("compile_and_check_s"),
+                    "check_s": v.get("check_s"),
                 }
             )
         tuned = [v for v in w["variants"] if v["tuned"]]
@@ -382,6 +383,13 @@ def deployed_part(args, out: Path) -> dict | None:
         report["run_all_command"] = relative(command)
         raw_json.write_text(json.dumps(report, indent=1))
     rows, raw, notes = deployed_rows(report)
+    checked = check_notes(raw)
+    if fix := report.get("inplace_fix"):
+        checked.append(
+            "The fix of inductor's in-place int8 residual add (docs/deployment.md), on the feed-forward block there at int8, "
+            f"compiled: {fix['fixed_ms']:.3f} ms with it, {fix['unfixed_ms']:.3f} ms without it (wrong from its second call), "
+            f"medians of {fix['calls']} alternated calls ({fix['fixed_ms'] / fix['unfixed_ms']:.3f}x)."
+        )
     return {
         "part": "deployed",
         "command": report.get("run_all_command", relative(command)),
@@ -407,7 +415,9 @@ def deployed_part(args, out: Path) -> dict | None:
                     "freezing). Latency: the FP32 model and every model of the workload's rows timed in one alternation, "
                     "call by call, the eager ones together and the compiled ones together (medians of "
                     + ", ".join(sorted({str(r["calls"]) for r in raw}, key=int))
-                    + " calls each).",
+                    + " calls each)."
+                    + (" The compiled accuracy is taken after those timing calls, on the same compiled model." if checked else ""),
+                    *checked,
                     "Every op bf16 is not tuned (each op whose precisions include bf16 is cast), shown for information: "
                     + cpu_note(report),
                 ],
@@ -415,6 +425,21 @@ def deployed_part(args, out: Path) -> dict | None:
         ],
         "raw": raw,
     }
+
+
+def check_notes(raw: list[dict]) -> list[str]:
+    """What the deployed check cost (figures taken since the check exists)."""
+    if any(r["check_s"] is None for r in raw):
+        return []
+    return [
+        "Each compiled model is checked on its first call with new inputs (raytune_inc.pytorch.deployment: three "
+        "compiled calls and one eager call on copies of the inputs; inputs unchanged, calls equal, outputs within "
+        "0.1 of the eager model's): first call, compilation and check included, "
+        + ", ".join(f"{r['workload']} {r['variant']} {r['compile_and_check_s']:.1f} s" for r in raw)
+        + "; the check alone "
+        + ", ".join(f"{r['workload']} {r['variant']} {1e3 * r['check_s']:.0f} ms" for r in raw)
+        + "."
+    ]
 
 
 def timing_text(attempts: dict[str, list[dict]]) -> str:

@@ -72,10 +72,9 @@ def print_result(res: ModelTuneResult, eval_fn: Callable, elapsed: float, args: 
     print("per-op result:", ", ".join(f"{n} {p}" for p, n in Counter(config.values()).most_common()) or "none met the goal")
     goal = AccuracyCriterion(tolerable_loss=args.tolerable_loss).goal(res.baseline)
     tuned = "none" if res.accuracy is None else f"{res.accuracy:.5f}"
-    print(
-        f"accuracy: baseline {res.baseline:.5f}, goal >= {goal:.5f}, tuned {tuned} "
-        f"(re-evaluated {eval_fn(res.model):.5f}; compiled, as deployed, {eval_fn(res.compile()):.5f})"
-    )
+    print(f"accuracy: baseline {res.baseline:.5f}, goal >= {goal:.5f}, tuned {tuned} (re-evaluated {eval_fn(res.model):.5f})")
+    if res.deployed is not None:
+        print(res.deployed.text())
     print(res.size.text())
     if res.latency is not None:
         print(f"{res.latency.text()}, on {what}")
