@@ -12,12 +12,6 @@ from .space import FP32, TuningSpace, check_precisions
 from .strategies import Strategy, get_strategy
 
 
-def _check_count(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-    return int(value)
-
-
 @dataclass(frozen=True)
 class RunSettings:
     """The checked inputs of a run. `baseline=None`: the all-fp32 config is evaluated first."""
@@ -53,11 +47,17 @@ class RunSettings:
             raise ValueError("precisions must name at least one lower precision")
         strategy = get_strategy(strategy)
         strategy.check(space, precisions)
-        max_trials = _check_count("max_trials", max_trials)
+        if isinstance(max_trials, bool) or not isinstance(max_trials, numbers.Integral) or max_trials < 0:
+            raise ValueError(f"max_trials must be an integer >= 1 (the most trials to commit), got {max_trials!r}")
+        if max_trials == 0:
+            raise ValueError(
+                "max_trials=0 allows no trial, so the run could only evaluate the baseline and return no config; "
+                "give max_trials >= 1 (the most trials to commit)"
+            )
         if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not timeout >= 0:
             raise ValueError(f"timeout must be a number of seconds >= 0 (0: none), got {timeout!r}")
         if baseline is not None:
             if isinstance(baseline, bool) or not isinstance(baseline, numbers.Real) or not math.isfinite(baseline):
                 raise ValueError(f"baseline must be a finite number or None (evaluate the all-fp32 config), got {baseline!r}")
             baseline = float(baseline)
-        return cls(space, strategy, accuracy, precisions, max_trials, float(timeout), baseline)
+        return cls(space, strategy, accuracy, precisions, int(max_trials), float(timeout), baseline)

@@ -365,6 +365,7 @@ def test_op_supporting_none_stays_fp32():
     [
         ({"max_trials": -1}, "max_trials"),
         ({"max_trials": 1.5}, "max_trials"),
+        ({"max_trials": 0}, r"max_trials=0 allows no trial.*give max_trials >= 1"),
         ({"timeout": -1}, "timeout"),
         ({"baseline": math.nan}, "baseline"),
         ({"baseline": "0.9"}, "baseline"),

@@ -161,6 +161,8 @@ def test_bad_input_fails_before_any_evaluator_starts(net, data, monkeypatch):
         tune(net, lambda m: lock.locked() or agreement(net, data)(m), [data[:4]], workers=2)
     with pytest.raises(TypeError, match="eval_fn must be callable"):
         tune(net, 3, [data[:4]], workers=0)
+    with pytest.raises(ValueError, match=r"max_trials=0 allows no trial.*give max_trials >= 1"):
+        tune(net, agreement(net, data), [data[:4]], max_trials=0, workers=2)
 
 
 @pytest.mark.usefixtures("ray_local")

@@ -16,6 +16,7 @@ from ..criterion import AccuracyCriterion
 from ..history.measures import write_measures
 from ..records import TuneResult
 from ..run import Executor, TuningRun
+from ..settings import RunSettings
 from ..space import FP32, Op, TuningSpace, check_precisions
 from ..strategies import Strategy, get_strategy
 from ..tuner import execute, make_executor
@@ -98,6 +99,7 @@ def tune(
     if not callable(eval_fn):
         raise TypeError(f"eval_fn must be callable (model -> accuracy), got {type(eval_fn).__name__}")
     precisions = check_precisions(precisions, "precisions")
+    RunSettings.checked(space, strategy, accuracy, precisions, max_trials, timeout, None)  # again once the space is final
     if example_inputs is not None:
         check_example_inputs(model, example_inputs)
     evaluation = ModelEvaluation(model, eval_fn, calib_data, space, precisions)
