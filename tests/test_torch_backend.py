@@ -76,6 +76,13 @@ def test_ops_can_be_restricted_by_name_and_type(net):
     ]
 
 
+def test_an_invalid_regex_in_op_name_dict_or_op_type_dict_names_the_argument_the_key_and_the_fix(net, data):
+    with pytest.raises(ValueError, match=r"op_name_dict key '\(conv' is not a valid regex \(missing \), unterminated .*re\.escape"):
+        tune(net, agreement(net, data), [data[:4]], op_name_dict={"(conv": ("int8",)}, workers=0)
+    with pytest.raises(ValueError, match=r"op_type_dict key 'Linear\[' is not a valid regex \(unterminated character set"):
+        tune(net, agreement(net, data), [data[:4]], op_type_dict={"Linear[": ("bf16",)}, workers=0)
+
+
 def test_bad_models_are_refused(net):
     with pytest.raises(TypeError, match="torch.nn.Module"):
         discover_ops(object())
