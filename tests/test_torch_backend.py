@@ -136,6 +136,22 @@ def test_calibration_runs_once_per_process(net, data):
     assert len(calls) == 1
 
 
+def test_calibration_batches_of_input_label_pairs_are_named_with_the_fix(net, data):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    loader = DataLoader(TensorDataset(data, torch.arange(len(data)) % 10), batch_size=32)  # batches [x, y], as for training
+    pairs = r"calib_data holds model inputs only, but its batches look like \(input, label\) pairs.*calib_data=\[x for x, _ in loader\]"
+    with pytest.raises(ValueError, match=pairs):
+        tune(net, agreement(net, data), loader, workers=0)
+    with pytest.raises(ValueError, match=pairs):  # a later batch, in the calibration itself
+        calibrate(net, [data[:8], (data[:8], torch.zeros(8))], discover_ops(net).names)
+    # Two inputs the model rejects, neither alone a batch of it: the model's own error.
+    with pytest.raises(ValueError, match=r"the FP32 model rejects the calibration data: .*positional argument"):
+        tune(net, agreement(net, data), [(torch.randn(4, 3, 8, 8), torch.zeros(4))], workers=0)
+    res = tune(net, agreement(net, data), [x for x, _ in loader], precisions=("int8",), workers=0)  # the fix
+    assert res.config is not None
+
+
 def test_tune_returns_the_model_its_accuracy_was_measured_on(net, data):
     eval_fn = agreement(net, data)
     res = tune(net, eval_fn, [data[:32]], workers=0)

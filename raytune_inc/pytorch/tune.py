@@ -22,7 +22,7 @@ from ..strategies import Strategy, get_strategy
 from ..tuner import execute, make_executor
 from ..versions import package_version
 from ..workers import WorkersSpec
-from .calibration import Calibration, calibrate, run_batch
+from .calibration import Calibration, calibrate, rejected, run_batch
 from .digest import model_digest
 from .evaluation import ModelEvaluation
 from .measure import ModelSize, measure_latency, state_dict_bytes
@@ -206,7 +206,7 @@ def check_calibration_data(model: nn.Module, calib_data: Iterable | None, needed
         with torch.no_grad():
             run_batch(model.eval(), first)
     except Exception as exc:
-        raise ValueError(f"the FP32 model rejects the calibration data: {type(exc).__name__}: {exc}") from exc
+        raise rejected(model, first, exc) from exc
 
 
 def check_picklable(*objects: Any) -> None:
