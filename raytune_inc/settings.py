@@ -1,4 +1,4 @@
-"""What a tuning run is asked to do, checked: the space, strategy, criterion, precisions and stop rules."""
+"""What a tuning run is asked to do, checked: the space, strategy, criterion, precisions, stop rules and the time an evaluation may take."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ class RunSettings:
     max_trials: int
     timeout: float
     baseline: float | None
+    eval_timeout: float | None = None  # seconds one evaluation may take; None: no limit
 
     @classmethod
     def checked(
@@ -34,6 +35,7 @@ class RunSettings:
         max_trials: int,
         timeout: float,
         baseline: float | None,
+        eval_timeout: float | None = None,
     ) -> RunSettings:
         """The settings, or ValueError / TypeError naming the argument that is wrong and how."""
         if not isinstance(space, TuningSpace):
@@ -60,4 +62,15 @@ class RunSettings:
             if isinstance(baseline, bool) or not isinstance(baseline, numbers.Real) or not math.isfinite(baseline):
                 raise ValueError(f"baseline must be a finite number or None (evaluate the all-fp32 config), got {baseline!r}")
             baseline = float(baseline)
-        return cls(space, strategy, accuracy, precisions, int(max_trials), float(timeout), baseline)
+        return cls(space, strategy, accuracy, precisions, int(max_trials), float(timeout), baseline, _check_eval_timeout(eval_timeout))
+
+
+def _check_eval_timeout(eval_timeout: object) -> float | None:
+    """`eval_timeout` in seconds, None for no limit (None or 0); ValueError naming the argument otherwise."""
+    if eval_timeout is None:
+        return None
+    if isinstance(eval_timeout, bool) or not isinstance(eval_timeout, numbers.Real) or not 0 <= eval_timeout < math.inf:
+        raise ValueError(
+            f"eval_timeout must be the seconds one evaluation may take, a number > 0 (None or 0: no limit), got {eval_timeout!r}"
+        )
+    return float(eval_timeout) or None

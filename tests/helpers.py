@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +94,35 @@ class LoggedEvaluation:
         accuracy = self.inner(config)
         self._write(f"end {where}")
         return accuracy
+
+
+class Hangs:
+    """An additive-loss evaluation that hangs on `victim` (a config dict): in one long `time.sleep` ("sleep"), in a
+    Python loop of short ones ("loop", which gives up with an error after a minute, so that a test of a deadline that
+    never comes fails instead of hanging), or, to compare with, fails at once ("raise"). Each call appends its config's
+    key to `log` as it starts."""
+
+    def __init__(self, space: TuningSpace, seed: int, victim: dict[str, str], log: str | Path, how: str = "sleep"):
+        self.space = space
+        self.inner = AdditiveLossEvaluation(space, seed=seed, sensitive=SENSITIVE)
+        self.victim = victim
+        self.log = str(log)
+        self.how = how
+
+    def __call__(self, config: dict[str, str]) -> float:
+        with open(self.log, "a") as f:
+            f.write(self.space.config(config).key() + "\n")
+        if config == self.victim:
+            if self.how == "raise":
+                raise RuntimeError("the victim fails at once")
+            if self.how == "sleep":
+                time.sleep(3600)
+            end = time.monotonic() + 60
+            while time.monotonic() < end:
+                time.sleep(0.01)
+            raise AssertionError("the evaluation was not interrupted within a minute")
+        return self.inner(config)
+
+    def calls(self) -> list[str]:
+        """The config key of every call so far, in order."""
+        return Path(self.log).read_text().splitlines() if Path(self.log).exists() else []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
-from helpers import committed, first_time, own_ray_env
+from helpers import Hangs, committed, first_time, own_ray_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -112,6 +113,43 @@ def test_evaluators_that_keep_dying_stop_the_run_with_an_error(tmp_path):
     assert partial is not None
     assert committed(partial) == committed(reference)[: len(partial.trials)]
     assert len(partial.trials) >= 1
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_evaluation_past_eval_timeout_kills_its_evaluator_is_an_errored_trial_and_is_not_run_again(tmp_path, workers):
+    from raytune_inc import Workers
+    from raytune_inc.ray_executor import RayExecutor
+
+    space = random_space(8, seed=4)
+    plain = tune_space(space, Hangs(space, 4, {}, tmp_path / "plain.log"), workers=0)
+    victim = plain.trials[1].config  # early: the run has work left for the replacement
+    sequential = tune_space(space, Hangs(space, 4, victim, tmp_path / "sequential.log"), workers=0, eval_timeout=1)
+    hangs = Hangs(space, 4, victim, tmp_path / "ray.log")  # time.sleep(3600) in the evaluator
+    # max_lost=1: one lost evaluation would stop the run, so this also checks that a timed-out one is not lost.
+    # timeout=120: should the driver not wake at the deadline, the run stops with "timeout" instead of hanging.
+    res = tune_space(space, hangs, workers=RayExecutor(Workers(workers), max_lost=1), eval_timeout=1, timeout=120)
+    assert res.stop_reason == "finished"
+    assert committed(res) == committed(sequential) and res.config == sequential.config
+    history = res.history.sort_by("trial_id")
+    key = space.config(victim).key()
+    assert [s for s in history["status"].to_pylist() if s != "ok"] == ["error"]
+    error = history.filter(pc.equal(history["status"], "error"))
+    assert error["config"].to_pylist() == [key]
+    killed = error["worker"][0].as_py()
+    message = r"the evaluation timed out after 1 s \(eval_timeout=1\) on evaluator (\S+), which was killed and replaced"
+    assert re.fullmatch(message, error["error"][0].as_py()).group(1) == killed
+    assert hangs.calls().count(key) == 1, "the timed-out config was evaluated again"
+    if workers == 1:  # the one evaluator was killed: a new one, with a new name, ran what came after
+        after = pc.greater(history["trial_id"], error["trial_id"][0])
+        before = set(history.filter(pc.invert(after))["worker"].to_pylist())
+        later = set(history.filter(after)["worker"].to_pylist())
+        assert before == {killed} and len(later) == 1 and later.isdisjoint(before), (before, later)
+
+
+def test_a_baseline_past_eval_timeout_on_an_evaluator_stops_the_run_naming_the_timeout(tmp_path):
+    space = random_space(4, seed=4)
+    with pytest.raises(TuningError, match=r"baseline evaluation \(all-fp32 config\) failed(?s:.*)timed out after 1 s"):
+        tune_space(space, Hangs(space, 4, space.all_fp32().as_dict(), tmp_path / "log"), workers=1, eval_timeout=1)
 
 
 class RaisingEvaluation:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pyarrow.compute as pc
 import pytest
@@ -186,6 +187,8 @@ def test_bad_input_fails_before_any_evaluator_starts(net, data, monkeypatch):
         tune(net, 3, [data[:4]], workers=0)
     with pytest.raises(ValueError, match=r"max_trials=0 allows no trial.*give max_trials >= 1"):
         tune(net, agreement(net, data), [data[:4]], max_trials=0, workers=2)
+    with pytest.raises(ValueError, match=r"eval_timeout must be the seconds one evaluation may take, a number > 0 .* got -1"):
+        tune(net, agreement(net, data), [data[:4]], eval_timeout=-1, workers=2)
 
 
 @pytest.mark.usefixtures("ray_local")
@@ -209,6 +212,23 @@ def test_an_eval_fn_that_fails_on_the_fp32_model_stops_the_run_before_any_trial(
     while evaluators() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert evaluators() == []
+
+
+def hangs_on_fp32(model):
+    """eval_fn: a loop that never ends on the FP32 model (no op lowered), 1.0 on any other."""
+    while not any(hasattr(m, "raytune_precision") for m in model.modules()):
+        time.sleep(0.01)
+    return 1.0
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_a_baseline_past_eval_timeout_in_the_driver_stops_the_run_naming_the_timeout(net, data, tmp_path):
+    # With Ray evaluators the baseline runs in this process, inside the driver's event loop, while they start.
+    start = time.monotonic()
+    with pytest.raises(TuningError, match=r"baseline evaluation \(all-fp32 config\) failed(?s:.*)timed out after 1 s.*in hangs_on_fp32"):
+        tune(net, hangs_on_fp32, [data[:4]], workers=2, eval_timeout=1, checkpoint=tmp_path / "h")
+    assert time.monotonic() - start < 60
+    assert load_history(tmp_path / "h")["status"].to_pylist() == ["error"]
 
 
 @pytest.mark.slow
