@@ -84,10 +84,15 @@ def _with_timer_thread(call: Callable[[], T], seconds: float) -> T:
         timer.join()
 
 
+def timed_out_after(seconds: float) -> str:
+    """How every error of an evaluation past its deadline says so, in this process or on a Ray evaluator."""
+    return f"timed out after {seconds:g} s (eval_timeout={seconds:g})"
+
+
 def timed_out(exc: EvaluationTimeout, seconds: float) -> str:
     """The error text of an evaluation stopped at its deadline: the timeout and where it was, then its traceback."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != __file__]
     where = f" and was interrupted in {frames[-1].name} ({frames[-1].filename}:{frames[-1].lineno}): {frames[-1].line}" if frames else ""
-    summary = f"timed out after {seconds:g} s (eval_timeout={seconds:g})"
+    summary = timed_out_after(seconds)
     stack = "".join(traceback.format_list(frames))
     return f"the evaluation {summary}{where}\nTraceback (most recent call last):\n{stack}EvaluationTimeout: {summary}"

@@ -16,6 +16,7 @@ from collections.abc import Coroutine, Sized
 from typing import Any, Protocol
 
 from .committed_path import TIMEOUT
+from .deadline import timed_out_after
 from .errors import TuningError
 from .history.table import HistoryRow
 from .records import BASELINE_STAGE, ERROR, LOST, Evaluation, Failed, Lost
@@ -103,10 +104,7 @@ class Driver:
         now = time.monotonic()
         for row in [row for row, deadline in self.deadlines.items() if deadline <= now]:
             worker, node = self.pool.kill(row)
-            error = (
-                f"the evaluation timed out after {self.eval_timeout:g} s (eval_timeout={self.eval_timeout:g}) on evaluator {worker}, "
-                "which was killed and replaced"
-            )
+            error = f"the evaluation {timed_out_after(self.eval_timeout)} on evaluator {worker}, which was killed and replaced"
             self._finish(row, Evaluation(row.config, None, ERROR, error, row.dispatched, time.time(), worker, node).record())
 
     def _wait_timeout(self) -> float | None:
