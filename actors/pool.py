@@ -154,8 +154,7 @@ class EvaluatorPool:
                         "check the nodes' memory and health"
                     ) from exc
                 self._start_deaths += 1
-                ray.kill(slot.actor, no_restart=True)
-                self._waiting.appendleft(slot.share)  # started again, first
+                self._replace(slot)
                 continue
             except RayTaskError as exc:
                 raise _start_error(slot.name, exc) from exc
@@ -192,9 +191,7 @@ class EvaluatorPool:
                 record: EvaluationRecord | Lost = future.result()
             except LOST_ERRORS as exc:
                 finished.append((payload, Lost(slot.name, f"evaluator {slot.name} died: {type(exc).__name__}: {exc}", slot.node)))
-                ray.kill(slot.actor, no_restart=True)
-                self._waiting.appendleft(slot.share)  # replaced, with the same share
-                self.launch()
+                self._replace(slot)
                 continue
             except RayTaskError as exc:
                 self.idle.append(slot)  # the evaluator lives on; the driver decides what the failure means
@@ -203,6 +200,21 @@ class EvaluatorPool:
             self.idle.append(slot)
             finished.append((payload, record))
         return finished
+
+    def kill(self, payload: Any) -> tuple[str, str]:
+        """Kill the evaluator running the evaluation of `payload` (past its deadline) and start another with its share;
+        returns the killed evaluator's name and node. That evaluation never comes back from `wait`."""
+        future = next(f for f, (_, p) in self.in_flight.items() if p is payload)
+        slot, _ = self.in_flight.pop(future)
+        future.cancel()
+        self._replace(slot)
+        return slot.name, slot.node
+
+    def _replace(self, slot: _Slot) -> None:
+        """Kill `slot`'s evaluator (dead already, or to be stopped) and start a new one with the same share, first."""
+        ray.kill(slot.actor, no_restart=True)
+        self._waiting.appendleft(slot.share)
+        self.launch()
 
     def shutdown(self) -> list[Any]:
         """Kill every evaluator; returns the payloads that were still in flight."""

@@ -2,7 +2,7 @@
 
     raytune-inc tune MODEL EVAL [--calib DATA] [--strategy conservative] [--tolerable-loss 0.01]
         [--criterion relative] [--lower-is-better] [--precisions bf16 fp16 int8] [--workers 4]
-        [--num-cpus N] [--num-gpus G] [--max-trials 100] [--timeout 0] [--checkpoint DIR] [--resume]
+        [--num-cpus N] [--num-gpus G] [--max-trials 100] [--timeout 0] [--eval-timeout 0] [--checkpoint DIR] [--resume]
         [--example-inputs DATA] [--skip-slower] [--save DIR] [--save-model FILE]
     raytune-inc history DIR
     raytune-inc report DIR [--out FILE]
@@ -109,6 +109,7 @@ def _tune(args: argparse.Namespace) -> int:
         precisions=tuple(args.precisions),
         max_trials=args.max_trials,
         timeout=args.timeout,
+        eval_timeout=args.eval_timeout,
         workers=workers,
         checkpoint=args.checkpoint,
         resume=args.resume,
@@ -189,6 +190,13 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per evaluator, fractions allowed (0.25: four share one)")
     t.add_argument("--max-trials", type=int, default=100)
     t.add_argument("--timeout", type=float, default=0, help="seconds; 0: none")
+    t.add_argument(
+        "--eval-timeout",
+        metavar="SECONDS",
+        type=float,
+        default=0,
+        help="seconds one evaluation may take (0: no limit); longer ones are errors",
+    )
     t.add_argument("--checkpoint", metavar="DIR", help="write the Arrow history to DIR")
     t.add_argument("--resume", action="store_true", help="go on with the history in --checkpoint")
     t.add_argument(

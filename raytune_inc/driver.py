@@ -16,9 +16,10 @@ from collections.abc import Coroutine, Sized
 from typing import Any, Protocol
 
 from .committed_path import TIMEOUT
+from .deadline import timed_out_after
 from .errors import TuningError
 from .history.table import HistoryRow
-from .records import BASELINE_STAGE, LOST, Evaluation, Failed, Lost
+from .records import BASELINE_STAGE, ERROR, LOST, Evaluation, Failed, Lost
 from .run import TuningRun
 from .space import Config
 from .speculation import Frontier, PassModel, Speculator
@@ -43,6 +44,10 @@ class Pool(Protocol):
         """The evaluations that finished since the last call, each with its payload and its `Evaluation.record()`,
         or `Lost` (its evaluator died) or `Failed` (its task failed outside the evaluation function)."""
 
+    def kill(self, payload: Any) -> tuple[str, str]:
+        """Stop the evaluation of `payload` (past its deadline): kill its evaluator and start another in its place;
+        returns the evaluator's name and node. Its result never comes. Only a driver with an `eval_timeout` calls it."""
+
 
 def run_coroutine(coro: Coroutine[Any, Any, Any]) -> Any:
     """Run `coro` to completion, also when called from inside a running event loop (e.g. Jupyter)."""
@@ -58,13 +63,17 @@ class Driver:
     """Drives `run` on `pool`: speculative dispatch, commits in strategy order.
 
     `max_lost`: consecutive evaluations lost with their evaluator, without a result in between,
-    after which the run gives up.
+    after which the run gives up. `eval_timeout`: seconds an evaluation may run from its dispatch
+    (None: no limit); one still running then is stopped (`pool.kill`) and recorded as an errored
+    evaluation, never evaluated again and not lost.
     """
 
-    def __init__(self, run: TuningRun, pool: Pool, max_lost: int):
+    def __init__(self, run: TuningRun, pool: Pool, max_lost: int, eval_timeout: float | None = None):
         self.run = run
         self.pool = pool
         self.max_lost = max_lost
+        self.eval_timeout = eval_timeout
+        self.deadlines: dict[HistoryRow, float] = {}  # evaluations in flight -> monotonic time they must end by
         self.model = PassModel(run.space, run.criterion)
         if run.prior is not None:
             self.model.set_prior(run.prior)
@@ -87,9 +96,26 @@ class Driver:
     def _dispatch(self, config: Config, stage: str) -> None:
         row = self.run.dispatch(config, stage)
         row.worker = self.pool.submit(config.precisions, row, f"evaluate {stage} #{row.trial_id}")
+        if self.eval_timeout:
+            self.deadlines[row] = time.monotonic() + self.eval_timeout
+
+    def _stop_overdue(self) -> None:
+        """Evaluations past their deadline: each evaluator is killed and replaced, and each evaluation is an errored one."""
+        now = time.monotonic()
+        for row in [row for row, deadline in self.deadlines.items() if deadline <= now]:
+            worker, node = self.pool.kill(row)
+            error = f"the evaluation {timed_out_after(self.eval_timeout)} on evaluator {worker}, which was killed and replaced"
+            self._finish(row, Evaluation(row.config, None, ERROR, error, row.dispatched, time.time(), worker, node).record())
+
+    def _wait_timeout(self) -> float | None:
+        """How long the next wait may be: until the run's timeout or the first deadline of an evaluation in flight."""
+        now = time.monotonic()
+        ends = [*([self.run.started + self.run.timeout] if self.run.timeout else []), *self.deadlines.values()]
+        return max(0.0, min(ends) - now) + 1e-3 if ends else None
 
     def _finish(self, row: HistoryRow, record: tuple | Lost | Failed) -> None:
         run = self.run
+        self.deadlines.pop(row, None)
         if isinstance(record, Failed):
             # The evaluation function's own errors are errored evaluations; what escapes evaluate_config is a
             # TypeError naming the config (it returned something that is not an accuracy): the user's to fix.
@@ -180,6 +206,6 @@ class Driver:
             run.monitor.pool(len(self.pool.in_flight), len(self.pool.idle))
             if not self.pool.in_flight and not self.pool.starting:
                 raise RuntimeError("driver stalled: nothing in flight and nothing to evaluate (a bug of raytune-inc)")
-            wait = None if run.timeout == 0 else max(0.0, run.timeout - (time.monotonic() - run.started))
-            for row, record in await self.pool.wait(timeout=None if wait is None else wait + 1e-3):
+            for row, record in await self.pool.wait(timeout=self._wait_timeout()):
                 self._finish(row, record)
+            self._stop_overdue()

@@ -10,6 +10,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from .deadline import EvaluationTimeout, call_with_deadline, timed_out
 from .records import ERROR, OK, Evaluation
 from .space import Config
 
@@ -33,16 +34,24 @@ def as_accuracy(value: Any, config: Config) -> float:
 
 
 def evaluate_config(
-    evaluate: EvaluateFn, config: Config, worker: str = "in-process", device: str | None = None, node: str | None = None
+    evaluate: EvaluateFn,
+    config: Config,
+    worker: str = "in-process",
+    device: str | None = None,
+    node: str | None = None,
+    timeout: float | None = None,
 ) -> Evaluation:
     """Run `evaluate` on `config`. An exception or NaN gives an errored Evaluation; a non-number raises TypeError.
 
-    `node`: where it ran (an evaluator gives its Ray node id); this host's name when not given.
+    `node`: where it ran (an evaluator gives its Ray node id); this host's name when not given. `timeout`: seconds
+    after which the evaluation is interrupted in this thread (see `deadline`), an errored Evaluation that says so.
     """
     node = node or socket.gethostname()
     start = time.time()
     try:
-        value = evaluate(config.as_dict())
+        value = call_with_deadline(lambda: evaluate(config.as_dict()), timeout)
+    except EvaluationTimeout as exc:
+        return Evaluation(config, None, ERROR, timed_out(exc, timeout), start, time.time(), worker, node, device)
     except Exception:
         return Evaluation(config, None, ERROR, traceback.format_exc(), start, time.time(), worker, node, device)
     end = time.time()

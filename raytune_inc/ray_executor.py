@@ -117,7 +117,7 @@ class RayExecutor:
             if prepare is not None:
                 prepare(run)
             await pool.start(self.start_timeout)
-            await Driver(run, pool, self.max_lost).drive()
+            await Driver(run, pool, self.max_lost, run.eval_timeout).drive()
         finally:
             now = time.time()
             for row in pool.shutdown():

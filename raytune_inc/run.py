@@ -53,18 +53,21 @@ class TuningRun:
         baseline: float | None,
         prior: Mapping[tuple[str, str], float] | Prior | None = None,
         run_id: str | None = None,
+        eval_timeout: float | None = None,
     ):
         """`prior`: the expected accuracy loss of each (op, precision) alone, which guides the speculation (never the
-        result); see `speculation.Prior`."""
+        result); see `speculation.Prior`. `eval_timeout`: seconds one evaluation may take (None: no limit); one that
+        takes longer is an errored evaluation."""
         if not callable(evaluate):
             raise TypeError(f"evaluate must be callable (config dict -> accuracy), got {type(evaluate).__name__}")
-        self.settings = settings = RunSettings.checked(space, strategy, accuracy, precisions, max_trials, timeout, baseline)
+        self.settings = settings = RunSettings.checked(space, strategy, accuracy, precisions, max_trials, timeout, baseline, eval_timeout)
         self.space = settings.space
         self.strategy = settings.strategy
         self.criterion = settings.criterion
         self.precisions = settings.precisions
         self.max_trials = settings.max_trials
         self.timeout = settings.timeout
+        self.eval_timeout = settings.eval_timeout
         self.evaluate = evaluate
         self.baseline: float | None = settings.baseline
         self.prior: Prior | None = None if prior is None else check_prior(prior, self.space, self.precisions)
@@ -139,9 +142,10 @@ class TuningRun:
         self._unsaved_commits = []
 
     def evaluate_baseline(self, device: str | None = None) -> None:
-        """Evaluate the all-fp32 config here, in this process, and take it as the baseline (a failed one stops the run)."""
+        """Evaluate the all-fp32 config here, in this process, and take it as the baseline (a failed one, or one past
+        the eval_timeout, stops the run)."""
         row = self.dispatch(self.space.all_fp32(), BASELINE_STAGE)
-        self.complete(row, evaluate_config(self.evaluate, row.config, device=device))
+        self.complete(row, evaluate_config(self.evaluate, row.config, device=device, timeout=self.eval_timeout))
         self.save()
         self.set_baseline(row.evaluation)
 

@@ -1,4 +1,4 @@
-"""What a tuning run is asked to do, checked: the space, strategy, criterion, precisions and stop rules."""
+"""What a tuning run is asked to do, checked: the space, strategy, criterion, precisions, stop rules and the time an evaluation may take."""
 
 from __future__ import annotations
 
@@ -12,12 +12,6 @@ from .space import FP32, TuningSpace, check_precisions
 from .strategies import Strategy, get_strategy
 
 
-def _check_count(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-    return int(value)
-
-
 @dataclass(frozen=True)
 class RunSettings:
     """The checked inputs of a run. `baseline=None`: the all-fp32 config is evaluated first."""
@@ -29,6 +23,7 @@ class RunSettings:
     max_trials: int
     timeout: float
     baseline: float | None
+    eval_timeout: float | None = None  # seconds one evaluation may take; None: no limit
 
     @classmethod
     def checked(
@@ -40,6 +35,7 @@ class RunSettings:
         max_trials: int,
         timeout: float,
         baseline: float | None,
+        eval_timeout: float | None = None,
     ) -> RunSettings:
         """The settings, or ValueError / TypeError naming the argument that is wrong and how."""
         if not isinstance(space, TuningSpace):
@@ -53,11 +49,28 @@ class RunSettings:
             raise ValueError("precisions must name at least one lower precision")
         strategy = get_strategy(strategy)
         strategy.check(space, precisions)
-        max_trials = _check_count("max_trials", max_trials)
+        if isinstance(max_trials, bool) or not isinstance(max_trials, numbers.Integral) or max_trials < 0:
+            raise ValueError(f"max_trials must be an integer >= 1 (the most trials to commit), got {max_trials!r}")
+        if max_trials == 0:
+            raise ValueError(
+                "max_trials=0 allows no trial, so the run could only evaluate the baseline and return no config; "
+                "give max_trials >= 1 (the most trials to commit)"
+            )
         if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not timeout >= 0:
             raise ValueError(f"timeout must be a number of seconds >= 0 (0: none), got {timeout!r}")
         if baseline is not None:
             if isinstance(baseline, bool) or not isinstance(baseline, numbers.Real) or not math.isfinite(baseline):
                 raise ValueError(f"baseline must be a finite number or None (evaluate the all-fp32 config), got {baseline!r}")
             baseline = float(baseline)
-        return cls(space, strategy, accuracy, precisions, max_trials, float(timeout), baseline)
+        return cls(space, strategy, accuracy, precisions, int(max_trials), float(timeout), baseline, _check_eval_timeout(eval_timeout))
+
+
+def _check_eval_timeout(eval_timeout: object) -> float | None:
+    """`eval_timeout` in seconds, None for no limit (None or 0); ValueError naming the argument otherwise."""
+    if eval_timeout is None:
+        return None
+    if isinstance(eval_timeout, bool) or not isinstance(eval_timeout, numbers.Real) or not 0 <= eval_timeout < math.inf:
+        raise ValueError(
+            f"eval_timeout must be the seconds one evaluation may take, a number > 0 (None or 0: no limit), got {eval_timeout!r}"
+        )
+    return float(eval_timeout) or None

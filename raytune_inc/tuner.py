@@ -42,6 +42,7 @@ def tune_space(
     resume: bool = False,
     baseline: float | None = None,
     prior: Mapping[tuple[str, str], float] | None = None,
+    eval_timeout: float | None = None,
 ) -> TuneResult:
     """Find the most quantized config of `space` whose accuracy meets the goal.
 
@@ -66,8 +67,13 @@ def tune_space(
     `prior` (ours): your own expected accuracy loss of each (op, precision) alone, e.g. from an
     earlier run; it makes the speculation's guesses better from the first trial and can never
     change the result. Ops and precisions outside the space are a ValueError naming them.
+
+    `eval_timeout` (seconds; None or 0: no limit): an evaluation that runs longer is an errored
+    evaluation whose error says it timed out, and the run goes on. In this process (`workers=0`,
+    and the baseline of `tune`) it is interrupted at its next Python line; a Ray evaluator
+    (`workers` >= 1) running it is killed and replaced. A timed-out config is not evaluated again.
     """
-    run = TuningRun(space, evaluate, strategy, accuracy, precisions, max_trials, timeout, baseline, prior)
+    run = TuningRun(space, evaluate, strategy, accuracy, precisions, max_trials, timeout, baseline, prior, eval_timeout=eval_timeout)
     return execute(run, workers, checkpoint, resume)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +94,76 @@ class LoggedEvaluation:
         accuracy = self.inner(config)
         self._write(f"end {where}")
         return accuracy
+
+
+class Hangs:
+    """An additive-loss evaluation that hangs on `victim` (a config dict): in one long `time.sleep` ("sleep"), in a
+    Python loop of short ones ("loop", which gives up with an error after a minute, so that a test of a deadline that
+    never comes fails instead of hanging), or, to compare with, fails at once ("raise"). Each call appends its config's
+    key to `log` as it starts."""
+
+    def __init__(self, space: TuningSpace, seed: int, victim: dict[str, str], log: str | Path, how: str = "sleep"):
+        self.space = space
+        self.inner = AdditiveLossEvaluation(space, seed=seed, sensitive=SENSITIVE)
+        self.victim = victim
+        self.log = str(log)
+        self.how = how
+
+    def __call__(self, config: dict[str, str]) -> float:
+        with open(self.log, "a") as f:
+            f.write(self.space.config(config).key() + "\n")
+        if config == self.victim:
+            if self.how == "raise":
+                raise RuntimeError("the victim fails at once")
+            if self.how == "sleep":
+                time.sleep(3600)
+            end = time.monotonic() + 60
+            while time.monotonic() < end:
+                time.sleep(0.01)
+            raise AssertionError("the evaluation was not interrupted within a minute")
+        return self.inner(config)
+
+    def calls(self) -> list[str]:
+        """The config key of every call so far, in order."""
+        return Path(self.log).read_text().splitlines() if Path(self.log).exists() else []
+
+
+def seeded_mlp(seed: int):
+    """A small MLP (5 Linear, a LayerNorm) with the weights of `seed`: the same model, and digest, in every process."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        *(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.LayerNorm(64)),
+        *(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10)),
+    ).eval()
+
+
+def mlp_inputs():
+    """512 fixed inputs of `seeded_mlp`: its calibration batches and what `LoggedAgreement` scores on."""
+    import torch
+
+    return torch.randn(512, 16, generator=torch.Generator().manual_seed(1))
+
+
+class LoggedAgreement:
+    """eval_fn of the model-level job: how often the model's top class is the FP32 `model`'s on `mlp_inputs()` (a
+    multiple of 1/512, which a last-bit difference between processes does not move), `cost` seconds long. As it
+    starts, it appends the key of the config it was given (each op's precision, as the lowered modules say) to `log`."""
+
+    def __init__(self, model, log: str | Path, cost: float):
+        from raytune_inc.pytorch.ops import discover_ops
+
+        self.space = discover_ops(model)
+        self.inputs = mlp_inputs()
+        self.labels = model(self.inputs).argmax(1).detach()
+        self.log = str(log)
+        self.cost = cost
+
+    def __call__(self, model) -> float:
+        config = {name: getattr(model.get_submodule(name), "raytune_precision", "fp32") for name in self.space.names}
+        with open(self.log, "a") as f:
+            f.write(self.space.config(config).key() + "\n")
+        time.sleep(self.cost)
+        return float((model(self.inputs).argmax(1) == self.labels).float().mean())

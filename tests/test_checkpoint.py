@@ -466,6 +466,51 @@ def test_sigkill_during_ray_start_then_mid_trial_then_resume(tmp_path):
     _check_final(_finish(directory, log, "--workers", 2), expected, directory, log)
 
 
+MODEL_SEED = 1  # seeded_mlp(1): 8 trials over int8 and bf16, passing and failing ones
+
+
+def _committed(directory) -> int:
+    """The committed trials in the history in `directory` as it is now (0 before it can be read)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", HistoryWarning)
+            commits = load_history(directory)["commit_seq"]
+        return len(commits) - commits.null_count
+    except HistoryError:
+        return 0
+
+
+@pytest.fixture(scope="module")
+def model_reference(tmp_path_factory):
+    """The model-level job run once without interruption (workers=0): its printed result, and the configs it evaluated."""
+    directory = tmp_path_factory.mktemp("model")
+    proc = _job(directory / "h", directory / "log", "--model", "--seed", MODEL_SEED, "--cost", 0)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1]), _lines(directory / "log")
+
+
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
+def test_sigkill_mid_run_of_a_model_then_resume(tmp_path, workers, model_reference):
+    # tune(model, ..., checkpoint=DIR): the model is rebuilt from its seed in each process (its digest is in the
+    # fingerprint), and each evaluation takes 0.3 s, so that the kill lands with trials still to come.
+    expected, evaluated_once = model_reference
+    directory, log = tmp_path / "h", tmp_path / "log"
+    args = ("--model", "--seed", MODEL_SEED, "--cost", 0.3, "--workers", workers)
+    _kill_when(directory, log, lambda: len(_lines(log)) >= 5 and _committed(directory) >= 3, *args)
+    assert 3 <= _committed(directory) < len(expected["trials"])  # killed mid-run
+    result = _finish(directory, log, *args)  # and nothing recorded was evaluated again
+    _check_final(result, expected, directory, log)
+    assert result["accuracy"] == expected["accuracy"]
+    evaluated = _lines(log)
+    # Evaluated again: at most the evaluations in flight at the kill.
+    assert len(evaluated) - len(set(evaluated)) <= max(1, workers), evaluated
+    if workers == 0:
+        assert sorted(set(evaluated)) == sorted(evaluated_once)
+    else:  # and speculative ones besides
+        assert set(evaluated_once) <= set(evaluated)
+
+
 @pytest.mark.slow
 def test_sigkill_between_trials_and_while_writing_then_resume(tmp_path):
     expected = reference(OPS, SEED)

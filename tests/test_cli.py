@@ -125,6 +125,10 @@ def test_progress_line_only_when_asked_or_on_a_terminal(tmp_path):
         (("tune", "tests.cli_model", "tests.cli_model:accuracy"), "model must be given as module:name, got 'tests.cli_model'"),
         (("tune", "tests.cli_model:NOT_A_MODEL", "tests.cli_model:accuracy"), "is a int, not a torch.nn.Module"),
         (("tune", "tests.cli_model:model", "tests.cli_model:accuracy"), "int8 needs calibration data"),
+        (
+            ("tune", *MODEL, "--workers", "0", "--eval-timeout", "-1"),
+            "ValueError: eval_timeout must be the seconds one evaluation may take",
+        ),
         (("history", "/nonexistent/history"), "history directory '/nonexistent/history' does not exist"),
         (("report", "tests"), "no history in tests: no run.arrow in it"),
     ],

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -10,7 +13,7 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
-from helpers import committed, first_time, own_ray_env
+from helpers import Hangs, committed, first_time, own_ray_env, reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -70,16 +73,20 @@ def test_given_baseline_is_not_evaluated():
 
 
 class FlakyEvaluation:
-    """Kills its evaluator process the first time it sees `victim`; evaluations are recorded in `log`."""
+    """Kills its evaluator process the first time it sees `victim` (`os._exit`, or with `sigkill` as the kernel's
+    out-of-memory killer does); evaluations are recorded in `log`."""
 
-    def __init__(self, space: TuningSpace, log: Path, victim: dict | None, always: bool = False):
+    def __init__(self, space: TuningSpace, log: Path, victim: dict | None, always: bool = False, sigkill: bool = False):
         self.inner = AdditiveLossEvaluation(space, seed=7, sensitive=0.4)
         self.log = log
         self.victim = victim
         self.always = always
+        self.sigkill = sigkill
 
     def __call__(self, config):
         if config == self.victim and (self.always or first_time(self.log.with_suffix(".killed"))):
+            if self.sigkill:
+                os.kill(os.getpid(), signal.SIGKILL)
             os._exit(1)
         with open(self.log, "a") as f:
             f.write(repr(sorted(config.items())) + "\n")
@@ -101,6 +108,51 @@ def test_an_evaluator_killed_mid_trial_costs_only_that_trial(tmp_path):
     assert lost["config"][0].as_py() == space.config(victim).key()
 
 
+def test_an_evaluator_killed_as_the_oom_killer_kills_is_replaced_and_its_config_evaluated_again(tmp_path):
+    space = random_space(10, seed=7)
+    reference = tune_space(space, FlakyEvaluation(space, tmp_path / "ref.log", None), workers=0)
+    victim = reference.trials[1].config
+    res = tune_space(space, FlakyEvaluation(space, tmp_path / "run.log", victim, sigkill=True), workers=1)
+    assert committed(res) == committed(reference) and res.config == reference.config
+    history = res.history.sort_by("trial_id")
+    key = space.config(victim).key()
+    lost = history.filter(pc.equal(history["status"], "lost"))
+    assert lost["config"].to_pylist() == [key]
+    killed = lost["worker"][0].as_py()
+    # The history says that the evaluator died, and why, as Ray tells it.
+    error = lost["error"][0].as_py()
+    assert error.startswith(f"evaluator {killed} died: ActorDiedError: The actor died unexpectedly"), error
+    assert "worker process has died" in error and "OOM killer" in error, error
+    # Its one evaluator was killed: a new one, with the same share and a new name, evaluated the config again.
+    again = history.filter(pc.and_(pc.equal(history["config"], key), pc.equal(history["status"], "ok")))
+    assert again.num_rows == 1 and again["trial_id"][0].as_py() > lost["trial_id"][0].as_py()
+    before = set(history.filter(pc.less_equal(history["trial_id"], lost["trial_id"][0]))["worker"].to_pylist())
+    assert before == {killed} and again["worker"][0].as_py() not in before
+    assert history["status"].to_pylist().count("lost") == 1
+
+
+@pytest.mark.slow
+def test_an_evaluator_killed_by_ray_s_memory_monitor_is_replaced_and_its_config_evaluated_again(tmp_path):
+    # A Ray of its own (the job's), whose memory monitor kills at 4 GiB above the memory in use when it starts.
+    job = subprocess.run(
+        [sys.executable, str(Path(__file__).parent / "oom_job.py"), str(tmp_path / "marker")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=own_ray_env(),
+    )
+    assert job.returncode == 0, job.stderr[-3000:]
+    out = json.loads(job.stdout.strip().splitlines()[-1])
+    expected = reference(6, 7)
+    assert out["config"] == expected["config"] and out["trials"] == expected["trials"]
+    victim = [row for row in out["rows"] if row[1] == out["victim"]]
+    assert [status for status, *_ in victim] == ["lost", "ok"], victim
+    (_, _, killed, error), (_, _, again, _) = victim
+    assert error.startswith(f"evaluator {killed} died: OutOfMemoryError: "), error
+    assert "killed due to the node running low on memory" in error, error
+    assert again != killed  # the replacement evaluator
+
+
 @pytest.mark.slow
 def test_evaluators_that_keep_dying_stop_the_run_with_an_error(tmp_path):
     space = random_space(6, seed=7)
@@ -112,6 +164,43 @@ def test_evaluators_that_keep_dying_stop_the_run_with_an_error(tmp_path):
     assert partial is not None
     assert committed(partial) == committed(reference)[: len(partial.trials)]
     assert len(partial.trials) >= 1
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_evaluation_past_eval_timeout_kills_its_evaluator_is_an_errored_trial_and_is_not_run_again(tmp_path, workers):
+    from raytune_inc import Workers
+    from raytune_inc.ray_executor import RayExecutor
+
+    space = random_space(8, seed=4)
+    plain = tune_space(space, Hangs(space, 4, {}, tmp_path / "plain.log"), workers=0)
+    victim = plain.trials[1].config  # early: the run has work left for the replacement
+    sequential = tune_space(space, Hangs(space, 4, victim, tmp_path / "sequential.log"), workers=0, eval_timeout=1)
+    hangs = Hangs(space, 4, victim, tmp_path / "ray.log")  # time.sleep(3600) in the evaluator
+    # max_lost=1: one lost evaluation would stop the run, so this also checks that a timed-out one is not lost.
+    # timeout=120: should the driver not wake at the deadline, the run stops with "timeout" instead of hanging.
+    res = tune_space(space, hangs, workers=RayExecutor(Workers(workers), max_lost=1), eval_timeout=1, timeout=120)
+    assert res.stop_reason == "finished"
+    assert committed(res) == committed(sequential) and res.config == sequential.config
+    history = res.history.sort_by("trial_id")
+    key = space.config(victim).key()
+    assert [s for s in history["status"].to_pylist() if s != "ok"] == ["error"]
+    error = history.filter(pc.equal(history["status"], "error"))
+    assert error["config"].to_pylist() == [key]
+    killed = error["worker"][0].as_py()
+    message = r"the evaluation timed out after 1 s \(eval_timeout=1\) on evaluator (\S+), which was killed and replaced"
+    assert re.fullmatch(message, error["error"][0].as_py()).group(1) == killed
+    assert hangs.calls().count(key) == 1, "the timed-out config was evaluated again"
+    if workers == 1:  # the one evaluator was killed: a new one, with a new name, ran what came after
+        after = pc.greater(history["trial_id"], error["trial_id"][0])
+        before = set(history.filter(pc.invert(after))["worker"].to_pylist())
+        later = set(history.filter(after)["worker"].to_pylist())
+        assert before == {killed} and len(later) == 1 and later.isdisjoint(before), (before, later)
+
+
+def test_a_baseline_past_eval_timeout_on_an_evaluator_stops_the_run_naming_the_timeout(tmp_path):
+    space = random_space(4, seed=4)
+    with pytest.raises(TuningError, match=r"baseline evaluation \(all-fp32 config\) failed(?s:.*)timed out after 1 s"):
+        tune_space(space, Hangs(space, 4, space.all_fp32().as_dict(), tmp_path / "log"), workers=1, eval_timeout=1)
 
 
 class RaisingEvaluation:

@@ -49,7 +49,7 @@ def problems(draw):
     tol = draw(st.sampled_from(TOLERANCES))
     baseline = draw(st.sampled_from(BASELINES))
     given_baseline = draw(st.sampled_from([None, None, None, "same", "other"]))
-    max_trials = draw(st.one_of(st.none(), st.integers(0, 12)))
+    max_trials = draw(st.one_of(st.none(), st.integers(1, 12)))
     rounded = draw(st.booleans())
     priority = None
     if draw(st.booleans()):

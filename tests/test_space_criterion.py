@@ -365,6 +365,12 @@ def test_op_supporting_none_stays_fp32():
     [
         ({"max_trials": -1}, "max_trials"),
         ({"max_trials": 1.5}, "max_trials"),
+        ({"max_trials": 0}, r"max_trials=0 allows no trial.*give max_trials >= 1"),
+        ({"eval_timeout": -1}, r"eval_timeout must be the seconds one evaluation may take, a number > 0 \(None or 0: no limit\)"),
+        ({"eval_timeout": math.nan}, "eval_timeout"),
+        ({"eval_timeout": math.inf}, "eval_timeout"),
+        ({"eval_timeout": "5"}, "eval_timeout"),
+        ({"eval_timeout": True}, "eval_timeout"),
         ({"timeout": -1}, "timeout"),
         ({"baseline": math.nan}, "baseline"),
         ({"baseline": "0.9"}, "baseline"),

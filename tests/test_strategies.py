@@ -613,16 +613,11 @@ def test_max_trials_one_failing(example):
 
 
 @pytest.mark.parametrize("strategy", ["conservative", "auto_mixed_precision"])
-def test_max_trials_zero(amp_space, strategy):
+def test_max_trials_zero_is_refused_before_any_evaluation(amp_space, strategy):
     ev = Additive()
-    res = tune(amp_space, ev, strategy=strategy, max_trials=0)
-    assert res.trials == []
-    assert res.config is None
-    assert res.accuracy is None
-    assert res.baseline == 1.0
-    assert res.stop_reason == "max_trials"
-    assert ev.calls == [{"a": "fp32", "b": "fp32", "c": "fp32", "d": "fp32"}]
-    assert res.history.num_rows == 1
+    with pytest.raises(ValueError, match=r"max_trials=0 allows no trial.*give max_trials >= 1"):
+        tune(amp_space, ev, strategy=strategy, max_trials=0)
+    assert ev.calls == []
 
 
 def test_max_trials_amp_result_none_until_it_returns(amp_space):

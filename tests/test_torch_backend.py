@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pyarrow.compute as pc
 import pytest
@@ -76,6 +77,13 @@ def test_ops_can_be_restricted_by_name_and_type(net):
     ]
 
 
+def test_an_invalid_regex_in_op_name_dict_or_op_type_dict_names_the_argument_the_key_and_the_fix(net, data):
+    with pytest.raises(ValueError, match=r"op_name_dict key '\(conv' is not a valid regex \(missing \), unterminated .*re\.escape"):
+        tune(net, agreement(net, data), [data[:4]], op_name_dict={"(conv": ("int8",)}, workers=0)
+    with pytest.raises(ValueError, match=r"op_type_dict key 'Linear\[' is not a valid regex \(unterminated character set"):
+        tune(net, agreement(net, data), [data[:4]], op_type_dict={"Linear[": ("bf16",)}, workers=0)
+
+
 def test_bad_models_are_refused(net):
     with pytest.raises(TypeError, match="torch.nn.Module"):
         discover_ops(object())
@@ -129,6 +137,22 @@ def test_calibration_runs_once_per_process(net, data):
     assert len(calls) == 1
 
 
+def test_calibration_batches_of_input_label_pairs_are_named_with_the_fix(net, data):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    loader = DataLoader(TensorDataset(data, torch.arange(len(data)) % 10), batch_size=32)  # batches [x, y], as for training
+    pairs = r"calib_data holds model inputs only, but its batches look like \(input, label\) pairs.*calib_data=\[x for x, _ in loader\]"
+    with pytest.raises(ValueError, match=pairs):
+        tune(net, agreement(net, data), loader, workers=0)
+    with pytest.raises(ValueError, match=pairs):  # a later batch, in the calibration itself
+        calibrate(net, [data[:8], (data[:8], torch.zeros(8))], discover_ops(net).names)
+    # Two inputs the model rejects, neither alone a batch of it: the model's own error.
+    with pytest.raises(ValueError, match=r"the FP32 model rejects the calibration data: .*positional argument"):
+        tune(net, agreement(net, data), [(torch.randn(4, 3, 8, 8), torch.zeros(4))], workers=0)
+    res = tune(net, agreement(net, data), [x for x, _ in loader], precisions=("int8",), workers=0)  # the fix
+    assert res.config is not None
+
+
 def test_tune_returns_the_model_its_accuracy_was_measured_on(net, data):
     eval_fn = agreement(net, data)
     res = tune(net, eval_fn, [data[:32]], workers=0)
@@ -161,6 +185,10 @@ def test_bad_input_fails_before_any_evaluator_starts(net, data, monkeypatch):
         tune(net, lambda m: lock.locked() or agreement(net, data)(m), [data[:4]], workers=2)
     with pytest.raises(TypeError, match="eval_fn must be callable"):
         tune(net, 3, [data[:4]], workers=0)
+    with pytest.raises(ValueError, match=r"max_trials=0 allows no trial.*give max_trials >= 1"):
+        tune(net, agreement(net, data), [data[:4]], max_trials=0, workers=2)
+    with pytest.raises(ValueError, match=r"eval_timeout must be the seconds one evaluation may take, a number > 0 .* got -1"):
+        tune(net, agreement(net, data), [data[:4]], eval_timeout=-1, workers=2)
 
 
 @pytest.mark.usefixtures("ray_local")
@@ -184,6 +212,23 @@ def test_an_eval_fn_that_fails_on_the_fp32_model_stops_the_run_before_any_trial(
     while evaluators() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert evaluators() == []
+
+
+def hangs_on_fp32(model):
+    """eval_fn: a loop that never ends on the FP32 model (no op lowered), 1.0 on any other."""
+    while not any(hasattr(m, "raytune_precision") for m in model.modules()):
+        time.sleep(0.01)
+    return 1.0
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_a_baseline_past_eval_timeout_in_the_driver_stops_the_run_naming_the_timeout(net, data, tmp_path):
+    # With Ray evaluators the baseline runs in this process, inside the driver's event loop, while they start.
+    start = time.monotonic()
+    with pytest.raises(TuningError, match=r"baseline evaluation \(all-fp32 config\) failed(?s:.*)timed out after 1 s.*in hangs_on_fp32"):
+        tune(net, hangs_on_fp32, [data[:4]], workers=2, eval_timeout=1, checkpoint=tmp_path / "h")
+    assert time.monotonic() - start < 60
+    assert load_history(tmp_path / "h")["status"].to_pylist() == ["error"]
 
 
 @pytest.mark.slow

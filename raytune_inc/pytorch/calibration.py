@@ -113,6 +113,24 @@ def run_batch(model: nn.Module, batch) -> object:
     return model(_to(batch, device))
 
 
+def rejected(model: nn.Module, batch, exc: Exception) -> ValueError:
+    """The error for a calibration batch the FP32 model rejects with `exc`: batches that look like (input, label)
+    pairs (two elements, the first of which the model runs on alone) are named as such, with the fix."""
+    if isinstance(batch, tuple | list) and len(batch) == 2:
+        try:
+            with torch.no_grad():
+                run_batch(model, batch[0])
+        except Exception:
+            pass
+        else:
+            return ValueError(
+                "calib_data holds model inputs only, but its batches look like (input, label) pairs: the FP32 model rejects "
+                f"a batch of two ({type(exc).__name__}: {exc}) and runs on its first element alone; give the inputs alone, "
+                "e.g. calib_data=[x for x, _ in loader]"
+            )
+    return ValueError(f"the FP32 model rejects the calibration data: {type(exc).__name__}: {exc}")
+
+
 class _Recorder:
     """The forward hooks of one calibration pass."""
 
@@ -203,7 +221,7 @@ def calibrate(model: nn.Module, calib_data: Iterable | None, observed: Iterable[
     recorder = _Recorder(model, observed, shaped)
     was_training = model.training
     model.eval()
-    first = expected = None
+    first = expected = batch = None
     try:
         n = 0
         for batch in calib_data:
@@ -217,7 +235,7 @@ def calibrate(model: nn.Module, calib_data: Iterable | None, observed: Iterable[
     except ValueError:
         raise
     except Exception as exc:
-        raise ValueError(f"the FP32 model rejects the calibration data: {type(exc).__name__}: {exc}") from exc
+        raise rejected(model, batch, exc) from exc
     finally:
         recorder.remove()
         model.train(was_training)

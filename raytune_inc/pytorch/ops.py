@@ -28,8 +28,8 @@ def discover_ops(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    rules = [(re.compile(k), v, "name") for k, v in (op_name_dict or {}).items()]
-    rules += [(re.compile(k), v, "type") for k, v in (op_type_dict or {}).items()]
+    rules = [(_pattern(k, "op_name_dict"), v, "name") for k, v in (op_name_dict or {}).items()]
+    rules += [(_pattern(k, "op_type_dict"), v, "type") for k, v in (op_type_dict or {}).items()]
     ops = []
     attention: list[str] = []
     for name, module in model.named_modules():
@@ -55,3 +55,13 @@ def discover_ops(
             + (" left by op_name_dict/op_type_dict" if rules else "")
         )
     return TuningSpace(ops)
+
+
+def _pattern(key: str, argument: str) -> re.Pattern:
+    """The compiled regex of a key of `op_name_dict` / `op_type_dict`, or ValueError naming the argument, the key and why."""
+    try:
+        return re.compile(key)
+    except re.error as exc:
+        raise ValueError(
+            f"{argument} key {key!r} is not a valid regex ({exc}); fix the pattern, or match the name literally with re.escape({key!r})"
+        ) from None

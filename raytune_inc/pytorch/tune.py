@@ -16,12 +16,13 @@ from ..criterion import AccuracyCriterion
 from ..history.measures import write_measures
 from ..records import TuneResult
 from ..run import Executor, TuningRun
+from ..settings import RunSettings
 from ..space import FP32, Op, TuningSpace, check_precisions
 from ..strategies import Strategy, get_strategy
 from ..tuner import execute, make_executor
 from ..versions import package_version
 from ..workers import WorkersSpec
-from .calibration import Calibration, calibrate, run_batch
+from .calibration import Calibration, calibrate, rejected, run_batch
 from .deployment import checked, compile_model, deployed_accuracy
 from .digest import model_digest
 from .evaluation import ModelEvaluation
@@ -74,6 +75,7 @@ def tune(
     example_inputs: Any = None,
     skip_slower: bool = False,
     sensitivity: bool = True,
+    eval_timeout: float | None = None,
 ) -> ModelTuneResult:
     """Find the most lowered version of the FP32 `model` whose `eval_fn(model)` meets the goal.
 
@@ -91,7 +93,9 @@ def tune(
     measures how far each op alone moves the model's output at each precision of the run
     (`res.sensitivity`, and the report draws it); with Ray evaluators it is measured in this
     process while they start and run, and guides the speculation as soon as it is ready (never
-    the result). Everything else is as in `tune_space`.
+    the result). `eval_timeout` (seconds; None or 0: no limit) applies to each `eval_fn` call,
+    the baseline's in this process included: one that takes longer is an errored trial (a baseline
+    that takes longer stops the run). Everything else is as in `tune_space`.
     """
     called = time.monotonic()
     check_model(model)
@@ -99,6 +103,7 @@ def tune(
     if not callable(eval_fn):
         raise TypeError(f"eval_fn must be callable (model -> accuracy), got {type(eval_fn).__name__}")
     precisions = check_precisions(precisions, "precisions")
+    RunSettings.checked(space, strategy, accuracy, precisions, max_trials, timeout, None, eval_timeout)  # again once the space is final
     if example_inputs is not None:
         check_example_inputs(model, example_inputs)
     evaluation = ModelEvaluation(model, eval_fn, calib_data, space, precisions)
@@ -115,7 +120,7 @@ def tune(
         executor.launch(f"raytune-inc {get_strategy(strategy).name} {run_id[:8]}", f"raytune-inc-{run_id[:8]}")
     try:
         tuning = _Tuning(model, eval_fn, calib_data, space, precisions, evaluation, example_inputs, skip_slower, sensitivity)
-        run = tuning.make_run(strategy, accuracy, max_trials, timeout, run_id, called)
+        run = tuning.make_run(strategy, accuracy, max_trials, timeout, eval_timeout, run_id, called)
         return tuning.finish(run, tuning.execute(run, executor, checkpoint, resume), checkpoint)
     finally:
         if early:
@@ -142,8 +147,19 @@ class _Tuning:
             Sensitivity(model, self.space, self.calibration, calib_data, precisions) if sensitivity and calib_data is not None else None
         )
 
-    def make_run(self, strategy, accuracy, max_trials, timeout, run_id: str, called: float) -> TuningRun:
-        run = TuningRun(self.space, self.evaluation, strategy, accuracy, self.precisions, max_trials, timeout, None, run_id=run_id)
+    def make_run(self, strategy, accuracy, max_trials, timeout, eval_timeout, run_id: str, called: float) -> TuningRun:
+        run = TuningRun(
+            self.space,
+            self.evaluation,
+            strategy,
+            accuracy,
+            self.precisions,
+            max_trials,
+            timeout,
+            None,
+            run_id=run_id,
+            eval_timeout=eval_timeout,
+        )
         run.started = called  # its times (the first trial's start, the timeout) count from the call
         run.fingerprint.update(model=model_digest(self.model), torch=package_version("torch"), torchao=package_version("torchao"))
         return run
@@ -218,7 +234,7 @@ def check_calibration_data(model: nn.Module, calib_data: Iterable | None, needed
         with torch.no_grad():
             run_batch(model.eval(), first)
     except Exception as exc:
-        raise ValueError(f"the FP32 model rejects the calibration data: {type(exc).__name__}: {exc}") from exc
+        raise rejected(model, first, exc) from exc
 
 
 def check_picklable(*objects: Any) -> None:
