@@ -50,6 +50,13 @@ def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     print(flush=True)
 
 
+def table_section(title: str, spec: list[tuple[str, str | None]], rows: list[list[str]], notes: list[str]) -> dict:
+    """An axis's table, printed, and its section of the report; `spec`: (column, metric) pairs."""
+    columns = [c for c, _ in spec]
+    print_table(title, columns, rows)
+    return {"title": title, "columns": columns, "rows": rows, "notes": notes}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ops", type=int, nargs="*", default=[10, 50, 100, 200, 500])
@@ -91,22 +98,16 @@ def main() -> None:
                 print(f"ops={n}: Ray done ({time.perf_counter() - started:.0f} s so far)", flush=True)
         finally:
             ray.shutdown()
-        rows = ops_rows(ops, raw)
-        columns = [c for c, _ in OPS_COLUMNS]
-        print_table("Scaling with the number of ops", columns, rows)
         sections.append(
-            {"title": "Scaling with the number of ops", "columns": columns, "rows": rows, "notes": ops_notes(ops, raw, args.max_trials)}
+            table_section("Scaling with the number of ops", OPS_COLUMNS, ops_rows(ops, raw), ops_notes(ops, raw, args.max_trials))
         )
 
     if history:
         for n in history:
             history_axis(n, args.repeats, raw)
             print(f"history of {n} trials done ({time.perf_counter() - started:.0f} s so far)", flush=True)
-        rows = history_rows(history, raw)
-        columns = [c for c, _ in HISTORY_COLUMNS]
-        print_table("Scaling with the history length", columns, rows)
         sections.append(
-            {"title": "Scaling with the history length", "columns": columns, "rows": rows, "notes": history_notes(history, raw)}
+            table_section("Scaling with the history length", HISTORY_COLUMNS, history_rows(history, raw), history_notes(history, raw))
         )
 
     for section in sections:
