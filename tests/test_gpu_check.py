@@ -3,7 +3,7 @@ say they were skipped): a session on the device has minutes, so its script must 
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import subprocess
 import sys
@@ -16,13 +16,11 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "bench" / "gpu_check.py"
 
 
-def load_script():
-    if str(SCRIPT.parent) not in sys.path:  # as when run: its own folder (common.py) first on sys.path
+def load_part(name: str):
+    """A module of scripts/bench/gpu_support/ (the script's parts), imported as the script imports it."""
+    if str(SCRIPT.parent) not in sys.path:  # as when run: the script's folder (common.py, gpu_support/) first on sys.path
         sys.path.insert(0, str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"gpu_support.{name}")
 
 
 def run_script(tmp_path, *args, timeout=300) -> dict:
@@ -40,16 +38,16 @@ def trial(config, meets, accuracy):
 
 
 def test_committed_trials_are_compared_by_config_verdict_and_accuracy():
-    gpu_check = load_script()
+    shared_gpu = load_part("shared_gpu")
     reference = [trial({"a": "int8", "b": "fp32"}, True, 0.99), trial({"a": "int8", "b": "int8"}, False, 0.95)]
-    same = gpu_check.compare_trials(reference, [trial(t.config, t.meets, t.accuracy * (1 + 5e-4)) for t in reference])
+    same = shared_gpu.compare_trials(reference, [trial(t.config, t.meets, t.accuracy * (1 + 5e-4)) for t in reference])
     assert same["equal"] and same["first_difference"] is None
-    far = gpu_check.compare_trials(reference, [trial(t.config, t.meets, t.accuracy * (1 + 5e-3)) for t in reference])
+    far = shared_gpu.compare_trials(reference, [trial(t.config, t.meets, t.accuracy * (1 + 5e-3)) for t in reference])
     assert far["configs_equal"] and far["verdicts_equal"] and not far["equal"]
-    other = gpu_check.compare_trials(reference, [reference[0], trial({"a": "int8", "b": "bf16"}, False, 0.95)])
+    other = shared_gpu.compare_trials(reference, [reference[0], trial({"a": "int8", "b": "bf16"}, False, 0.95)])
     assert not other["equal"] and other["first_difference"]["trial"] == 2
     assert other["first_difference"]["ops"] == {"b": ("int8", "bf16")}
-    assert not gpu_check.compare_trials(reference, reference[:1])["equal"]
+    assert not shared_gpu.compare_trials(reference, reference[:1])["equal"]
 
 
 def test_unknown_parts_and_precisions_are_refused(tmp_path):
@@ -59,11 +57,11 @@ def test_unknown_parts_and_precisions_are_refused(tmp_path):
 
 
 def test_pytest_outcome_reads_the_summary_line():
-    gpu_check = load_script()
-    assert gpu_check.pytest_outcome("1 passed in 3.1s", 0) == "passed"
-    assert gpu_check.pytest_outcome("1 skipped in 1.7s", 0) == "skipped"
-    assert gpu_check.pytest_outcome("1 failed, 2 passed in 9s", 1) == "failed"
-    assert gpu_check.pytest_outcome("", 4) == "no result (exit code 4)"
+    cuda_test = load_part("cuda_test")
+    assert cuda_test.pytest_outcome("1 passed in 3.1s", 0) == "passed"
+    assert cuda_test.pytest_outcome("1 skipped in 1.7s", 0) == "skipped"
+    assert cuda_test.pytest_outcome("1 failed, 2 passed in 9s", 1) == "failed"
+    assert cuda_test.pytest_outcome("", 4) == "no result (exit code 4)"
 
 
 def test_a_short_budget_skips_the_parts_it_cannot_fit_and_says_so(tmp_path):

@@ -100,6 +100,14 @@ def steady_times(
     return best[1], tried
 
 
+def add_timing_options(parser) -> None:
+    """The options of `steady_times` on an argparse parser (deployed.py and nncf_minilm.py, so that both sides of the
+    NNCF comparison are timed alike): --min-calls, --min-seconds, --attempts."""
+    parser.add_argument("--min-calls", type=int, default=20, help="timed calls of each model per comparison, at least")
+    parser.add_argument("--min-seconds", type=float, default=2.0, help="seconds of timing per comparison, at least")
+    parser.add_argument("--attempts", type=int, default=3, help="timings taken again while other processes have the cores")
+
+
 def ratio_spread(reference: list[float], other: list[float]) -> dict:
     """`spread` of reference / other, round by round (the speedup of `other` in each round of an alternation)."""
     return spread([r / o for r, o in zip(reference, other, strict=True)])

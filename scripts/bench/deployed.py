@@ -40,7 +40,7 @@ import time
 import warnings
 
 import torch
-from common import ROOT, command_line, machine, ratio_spread, steady_times, write_json
+from common import ROOT, add_timing_options, command_line, machine, ratio_spread, steady_times, write_json
 
 from raytune_inc import AccuracyCriterion, compile_model, tune
 from raytune_inc.pytorch.calibration import Calibration, run_batch
@@ -251,9 +251,7 @@ def main() -> None:
     p.add_argument("--minilm-precisions", nargs="+", default=list(MINILM_SETS), help="precision sets (comma-separated each) for MiniLM")
     p.add_argument("--resnet-precisions", nargs="+", default=["int8"], help="precision sets for the ResNet-style network")
     p.add_argument("--no-bf16", action="store_true", help="leave out the every-op-bf16 models")
-    p.add_argument("--min-calls", type=int, default=20, help="timed calls of each model per comparison, at least")
-    p.add_argument("--min-seconds", type=float, default=2.0, help="seconds of timing per comparison, at least")
-    p.add_argument("--attempts", type=int, default=3, help="timings taken again while other processes have the cores")
+    add_timing_options(p)
     p.add_argument("--out", default="runs/bench/deployed.json")
     args = p.parse_args()
     record = machine("torch", "torchao", "transformers")

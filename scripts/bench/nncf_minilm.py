@@ -38,7 +38,7 @@ import statistics
 import sys
 import time
 
-from common import ROOT, command_line, machine, ratio_spread, steady_times, write_json
+from common import ROOT, add_timing_options, command_line, machine, ratio_spread, steady_times, write_json
 
 sys.path.insert(0, str(ROOT))  # raytune_inc.examples.encoder: the model, sentences, metric and calibration
 
@@ -124,9 +124,7 @@ def describe(c) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--presets", default=",".join(PRESETS), help=f"comma-separated subset of {', '.join(PRESETS)}")
-    p.add_argument("--min-calls", type=int, default=20, help="timed calls of each model per comparison, at least")
-    p.add_argument("--min-seconds", type=float, default=2.0, help="seconds of timing per comparison, at least")
-    p.add_argument("--attempts", type=int, default=3, help="timings taken again while other processes have the cores")
+    add_timing_options(p)
     p.add_argument("--out", default="runs/bench/nncf.json")
     args = p.parse_args()
     record = machine("nncf", "openvino", "torch", "transformers")

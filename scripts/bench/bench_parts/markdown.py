@@ -1,0 +1,34 @@
+"""BENCHMARKS.md as run_all.py writes it: the command, date and machine, then each part's sections (title, command,
+table, notes)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from common import ROOT
+
+
+def markdown(reports: list[dict], info: dict, command: str, results: Path, elapsed: float) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `{command}` on {info['date']}, in one run of {elapsed / 60:.0f} minutes on one machine; every figure "
+        "below was taken in that run, and figures are only compared within it. Raw figures: "
+        f"`{os.path.relpath(results, ROOT)}/<part>.csv` and `.arrow` (one row per measurement), machine and date in `run.json`.",
+        "",
+        "| machine | |",
+        "| --- | --- |",
+        *(f"| {k} | {v} |" for k, v in info["machine"].items()),
+        "",
+    ]
+    for report in reports:
+        for section in report["sections"]:
+            lines += [f"## {section['title']}", "", f"`{report['command']}`", ""]
+            lines.append("| " + " | ".join(section["columns"]) + " |")
+            lines.append("| " + " | ".join("---" for _ in section["columns"]) + " |")
+            lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in section["rows"]]
+            lines.append("")
+            lines += [f"- {n}" for n in section.get("notes", [])]
+            lines.append("")
+    return "\n".join(lines)
