@@ -92,10 +92,8 @@ def _tune(args: argparse.Namespace) -> int:
     eval_fn = _eval_fn(args.eval)
     calib = _calibration(args.calib)
     example_inputs = _calibration(args.example_inputs) if args.example_inputs else None
-    from .pytorch.tune import tune  # after the user's modules: an error in them comes first
+    from .model.tuning import tune  # after the user's modules: an error in them comes first
 
-    if not args.calib and "int8" in args.precisions:
-        raise CliError("int8 needs calibration data: give --calib module:name, or leave int8 out of --precisions")
     workers: Any = args.workers
     if args.workers and (args.num_cpus is not None or args.num_gpus):
         workers = Workers(args.workers, num_cpus=args.num_cpus, num_gpus=args.num_gpus or 0.0)

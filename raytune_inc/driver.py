@@ -19,10 +19,11 @@ from .committed_path import TIMEOUT
 from .deadline import timed_out_after
 from .errors import TuningError
 from .history.table import HistoryRow
+from .pass_model import PassModel
 from .records import BASELINE_STAGE, ERROR, LOST, Evaluation, Failed, Lost
 from .run import TuningRun
 from .space import Config
-from .speculation import Frontier, PassModel, Speculator
+from .speculation import Frontier, Speculator
 from .strategies import Candidate, Outcome
 
 
@@ -184,12 +185,8 @@ class Driver:
 
     def _take_prior(self) -> None:
         """A prior measured while the run goes (tune's sensitivity) guides the picks from when it is ready."""
-        future = self.run.prior_future
-        if future is not None and future.done():
-            self.run.prior_future = None
-            if future.exception() is None and future.result() is not None:
-                self.run.prior = future.result()
-                self.model.set_prior(self.run.prior)
+        if (prior := self.run.take_prior()) is not None:
+            self.model.set_prior(prior)
 
     async def drive(self) -> None:
         run = self.run

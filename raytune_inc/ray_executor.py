@@ -16,20 +16,26 @@ from .errors import CpuShareWarning
 from .ray_session import cpus_per_evaluator, ray_session
 from .records import CANCELLED, Evaluation
 from .run import TuningRun
+from .settings import RunSettings
 from .workers import Workers
 
 
 class RayExecutor:
     """Evaluates on Ray actors (one or more groups of `Workers`), speculatively, and commits in strategy order.
 
-    `max_lost`: consecutive evaluator deaths, without a result in between, after which
-    the run gives up (default: twice the evaluators, at least 3).
+    An `executors.Executor`: `launch(settings)` gets Ray and starts the evaluators before the run
+    exists (they come up while the caller calibrates and evaluates the baseline), `run(run)` hands
+    them the evaluation and drives the run (launching first if nothing did), `close()` stops them
+    and the Ray it started. `max_lost`: consecutive evaluator deaths, without a result in between,
+    after which the run gives up (default: twice the evaluators, at least 3). `warm`: modules each
+    evaluator imports as it comes up, before its evaluation arrives.
     """
+
+    parallel = True
 
     def __init__(
         self, groups: Workers | list[Workers], max_lost: int | None = None, start_timeout: float = 120.0, warm: tuple[str, ...] = ()
     ):
-        """`warm`: modules each evaluator imports as it comes up, before its evaluation arrives."""
         self.groups = [groups] if isinstance(groups, Workers) else list(groups)
         count = sum(g.count for g in self.groups)
         self.max_lost = max_lost if max_lost is not None else max(3, 2 * count)
@@ -67,22 +73,23 @@ class RayExecutor:
         )
         return max(1, int(cpus))
 
-    def launch(self, job_name: str, name_prefix: str) -> EvaluatorPool:
-        """Get Ray (see `ray_session`) and start the evaluators now, before their evaluation exists: they come up while
-        this process goes on (`run` hands them the evaluation). `close()` ends what this started."""
+    def launch(self, settings: RunSettings) -> None:
+        """Get Ray (see `ray_session`) and start the evaluators of the run `settings` names, before their evaluation
+        exists: they come up while this process goes on (`run` hands them the evaluation). Once only."""
+        if self.pool is not None:
+            return
         self._session = contextlib.ExitStack()
         try:
-            self._session.enter_context(ray_session(job_name))
+            self._session.enter_context(ray_session(settings.job_name))
             shares = self.shares()
-            self.pool = EvaluatorPool(shares, name_prefix, self.max_starting(shares), self.warm)
+            self.pool = EvaluatorPool(shares, settings.name_prefix, self.max_starting(shares), self.warm)
             self.pool.launch()
         except BaseException:
             self.close()
             raise
-        return self.pool
 
     def close(self) -> None:
-        """Stop the evaluators and disconnect from (or stop) the Ray that `launch` got."""
+        """Stop the evaluators and disconnect from (or stop) the Ray that `launch` got; nothing where nothing was launched."""
         if self.pool is not None:
             self.pool.shutdown()
             self.pool = None
@@ -98,19 +105,15 @@ class RayExecutor:
             run.save()
             if run.path.done:
                 return
-        launched_here = self.pool is None
-        if launched_here:
-            self.launch(run.job_name, f"raytune-inc-{run.run_id[:8]}")
+        self.launch(run.settings)
         pool = self.pool
         try:
             run.monitor.attach_metrics(run.run_id)
             pool.load(run.space, run.evaluate)
             run_coroutine(self._drive(run, pool, prepare))
         finally:
-            run.evaluator_startup = dict(pool.startup)
+            run.evaluators_started(pool.startup)
             run.monitor.finished()  # while Ray is up: its last metrics are exported as it shuts down
-            if launched_here:
-                self.close()
 
     async def _drive(self, run: TuningRun, pool: EvaluatorPool, prepare: Callable[[TuningRun], None] | None) -> None:
         try:

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import math
 import time
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from concurrent.futures import Future
-from typing import Protocol
+from typing import Any
 
 import pyarrow as pa
 
 from .committed_path import CommittedPath
-from .criterion import AccuracyCriterion
 from .errors import TuningError
 from .evaluation import EvaluateFn, as_accuracy, evaluate_config
 from .history.fingerprint import fingerprint
@@ -27,55 +25,43 @@ from .history.table import HistoryRow
 from .monitor import RunMonitor
 from .pass_model import Prior, check_prior
 from .records import BASELINE_STAGE, Evaluation, Trial, TuneResult
-from .settings import RunSettings
-from .space import Config
-from .strategies import Strategy
+from .settings import RunSettings, check_baseline
+from .space import Config, TuningSpace
 
-
-class Executor(Protocol):
-    def run(self, run: TuningRun, prepare: Callable[[TuningRun], None] | None = None) -> None:
-        """Call `prepare(run)` (its evaluators may start meanwhile), evaluate the baseline if the run has none, then
-        walk `run.start_path()` to its end."""
+PriorInput = Mapping[tuple[str, str], float] | Prior | Future
 
 
 class TuningRun:
-    """A run's rows, its committed path and its result; the inputs are checked by `RunSettings`."""
+    """A run's rows, its committed path and its result: `space` tuned with `evaluate` as `settings` ask.
+
+    `baseline`: the all-fp32 config's accuracy, if given (None: it is evaluated first). `prior`: the
+    expected accuracy loss of each (op, precision) alone (a mapping, or a `pass_model.Prior`), or a
+    future of a measured proxy of it (tune's sensitivity, in a thread: see `take_prior`); it guides the
+    speculation, never the result. `extras`: entries of the caller's to add to the fingerprint (tune's
+    model digest and torch versions), which a resumed run must share.
+    """
 
     def __init__(
         self,
-        space,
+        space: TuningSpace,
         evaluate: EvaluateFn,
-        strategy: str | Strategy,
-        accuracy: AccuracyCriterion | None,
-        precisions: Sequence[str],
-        max_trials: int,
-        timeout: float,
-        baseline: float | None,
-        prior: Mapping[tuple[str, str], float] | Prior | None = None,
-        run_id: str | None = None,
-        eval_timeout: float | None = None,
+        settings: RunSettings,
+        baseline: float | None = None,
+        prior: PriorInput | None = None,
+        extras: Mapping[str, Any] | None = None,
     ):
-        """`prior`: the expected accuracy loss of each (op, precision) alone, which guides the speculation (never the
-        result); see `speculation.Prior`. `eval_timeout`: seconds one evaluation may take (None: no limit); one that
-        takes longer is an errored evaluation."""
+        settings.check_space(space)
         if not callable(evaluate):
             raise TypeError(f"evaluate must be callable (config dict -> accuracy), got {type(evaluate).__name__}")
-        self.settings = settings = RunSettings.checked(space, strategy, accuracy, precisions, max_trials, timeout, baseline, eval_timeout)
-        self.space = settings.space
-        self.strategy = settings.strategy
-        self.criterion = settings.criterion
-        self.precisions = settings.precisions
-        self.max_trials = settings.max_trials
-        self.timeout = settings.timeout
-        self.eval_timeout = settings.eval_timeout
+        self.settings = settings
+        self.space = space
         self.evaluate = evaluate
-        self.baseline: float | None = settings.baseline
-        self.prior: Prior | None = None if prior is None else check_prior(prior, self.space, self.precisions)
-        # A prior still being measured (tune's sensitivity, in a thread): the driver takes it when it is done.
-        self.prior_future: Future[Prior] | None = None
-        self.fingerprint = fingerprint(self.space, self.strategy, self.criterion, self.precisions, settings.baseline)
-        self.run_id = run_id or uuid.uuid4().hex
-        self.started = time.monotonic()
+        self.baseline: float | None = check_baseline(baseline)
+        self._measured_prior: Future | None = prior if isinstance(prior, Future) else None
+        self.prior: Prior | None = None if prior is None or isinstance(prior, Future) else check_prior(prior, space, self.precisions)
+        self.fingerprint = {**fingerprint(space, self.strategy, self.criterion, self.precisions, self.baseline), **(extras or {})}
+        self.run_id = settings.run_id
+        self.started = settings.started
         self.rows: list[HistoryRow] = []  # this session's evaluations, in dispatch order
         self.path: CommittedPath | None = None
         self.first_dispatch: float | None = None  # monotonic time of the first evaluation started
@@ -90,13 +76,48 @@ class TuningRun:
         self._unsaved_commits: list[tuple[int, int]] = []  # commits of rows already in it
         self.monitor = RunMonitor(self.strategy.name)  # metrics and progress line
 
-    def _info(self) -> RunInfo:
-        return RunInfo(self.run_id, self.strategy.name, self.criterion, self.space, self.fingerprint)
+    @property
+    def strategy(self):
+        return self.settings.strategy
 
     @property
-    def job_name(self) -> str:
-        """What the run is called in Ray (job metadata, evaluator names)."""
-        return f"raytune-inc {self.strategy.name} {self.run_id[:8]}"
+    def criterion(self):
+        return self.settings.criterion
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        return self.settings.precisions
+
+    @property
+    def max_trials(self) -> int:
+        return self.settings.max_trials
+
+    @property
+    def timeout(self) -> float:
+        return self.settings.timeout
+
+    @property
+    def eval_timeout(self) -> float | None:
+        return self.settings.eval_timeout
+
+    def take_prior(self) -> Prior | None:
+        """The prior measured while the run goes (a proxy in its own units, mapped to accuracy loss on the first results),
+        once, when it is ready; None before, after, and where the measurement failed."""
+        future = self._measured_prior
+        if future is None or not future.done():
+            return None
+        self._measured_prior = None
+        if future.exception() is not None or not future.result():
+            return None
+        self.prior = Prior(dict(future.result()), scale=None)
+        return self.prior
+
+    def evaluators_started(self, startup: Mapping[str, float]) -> None:
+        """Each evaluator's seconds from its start to its being up (the result and the measures show them)."""
+        self.evaluator_startup = dict(startup)
+
+    def _info(self) -> RunInfo:
+        return RunInfo(self.run_id, self.strategy.name, self.criterion, self.space, self.fingerprint)
 
     def use_storage(self, storage: Storage) -> None:
         """Keep the rows in `storage` from now on, and take the results an earlier session of this run recorded there:

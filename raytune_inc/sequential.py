@@ -7,9 +7,20 @@ from collections.abc import Callable
 from .committed_path import TIMEOUT
 from .evaluation import evaluate_config
 from .run import TuningRun
+from .settings import RunSettings
 
 
 class SequentialExecutor:
+    """An `executors.Executor` that evaluates in this process, one config at a time: nothing to launch or close."""
+
+    parallel = False
+
+    def launch(self, settings: RunSettings) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
     def run(self, run: TuningRun, prepare: Callable[[TuningRun], None] | None = None) -> None:
         if prepare is not None:
             prepare(run)

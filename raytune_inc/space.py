@@ -120,7 +120,7 @@ class TuningSpace:
             precision = _PRECISION_OF_CODE.get(code)
             if precision is None or not op.supports(precision):
                 raise ValueError(f"config key {key!r:.80}: {code!r} is not a precision op {op.name!r} supports")
-        return Config._of_key(self, key)
+        return Config.of_key(self, key)
 
 
 class Config(Mapping[str, str]):
@@ -138,7 +138,7 @@ class Config(Mapping[str, str]):
         self._key = "".join(map(PRECISION_CODES.__getitem__, precisions))
 
     @classmethod
-    def _of_key(cls, space: TuningSpace, key: str) -> Config:
+    def of_key(cls, space: TuningSpace, key: str) -> Config:
         """A config from a key known to be valid for `space` (see TuningSpace.config_from_key)."""
         config = cls.__new__(cls)
         config.space = space
@@ -175,7 +175,7 @@ class Config(Mapping[str, str]):
         chars = bytearray(self._key, "ascii")
         for name in names:
             chars[self.space.index(name)] = code
-        return Config._of_key(self.space, chars.decode("ascii"))
+        return Config.of_key(self.space, chars.decode("ascii"))
 
     @property
     def is_all_fp32(self) -> bool:

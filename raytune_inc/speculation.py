@@ -17,11 +17,9 @@ from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 
 from .criterion import AccuracyCriterion
-from .pass_model import PassModel, Prior, check_prior
+from .pass_model import PassModel
 from .space import Config, TuningSpace
 from .strategies import Candidate, ForkablePlan, Outcome, Plan, Strategy
-
-__all__ = ["Frontier", "PassModel", "Prior", "Speculator", "check_prior"]
 
 
 @dataclass(frozen=True)

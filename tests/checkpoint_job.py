@@ -21,14 +21,14 @@ import pyarrow as pa
 from helpers import LoggedAgreement, LoggedEvaluation, mlp_inputs, outcome, seeded_mlp
 
 from raytune_inc import tune, tune_space
-from raytune_inc.history import files, store
+from raytune_inc.history import files, writer
 from raytune_inc.records import TuneResult
 from raytune_inc.synthetic import random_space
 
 
 def kill_on_save(after: int | None, mid: int | None) -> None:
     """Make the K-th append to the history SIGKILL this process, after it or halfway through it."""
-    append = store._Stream.append
+    append = writer._Stream.append
     count = 0
 
     def patched(self, table: pa.Table) -> None:
@@ -49,7 +49,7 @@ def kill_on_save(after: int | None, mid: int | None) -> None:
         if count == after:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    store._Stream.append = patched
+    writer._Stream.append = patched
 
 
 def tune_model(args: argparse.Namespace) -> TuneResult:

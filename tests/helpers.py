@@ -167,3 +167,15 @@ class LoggedAgreement:
             f.write(self.space.config(config).key() + "\n")
         time.sleep(self.cost)
         return float((model(self.inputs).argmax(1) == self.labels).float().mean())
+
+
+def run_on(executor, space, evaluate, **settings):
+    """`tune_space` of `space` on an executor made by the test (e.g. a RayExecutor with its own `max_lost`)."""
+    from raytune_inc.run import TuningRun
+    from raytune_inc.settings import RunSettings
+    from raytune_inc.space_tuning import execute
+
+    try:
+        return execute(TuningRun(space, evaluate, RunSettings(**settings)), executor)
+    finally:
+        executor.close()

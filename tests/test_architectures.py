@@ -17,7 +17,7 @@ from raytune_inc.examples.digits import DigitsCNN
 from raytune_inc.pytorch.calibration import calibrate
 from raytune_inc.pytorch.deployment import EAGER_TOLERANCE
 from raytune_inc.pytorch.digest import model_digest
-from raytune_inc.pytorch.evaluation import apply_config
+from raytune_inc.pytorch.lowering import apply_config
 from raytune_inc.pytorch.modules import fold_batchnorm
 from raytune_inc.pytorch.ops import discover_ops
 from raytune_inc.pytorch.quantized import QuantizedLinear

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 from raytune_inc import AccuracyCriterion, ConservativeStrategy, HistoryError, HistoryWarning, load_history, tune_space
 from raytune_inc.history.files import RUN_FILE, read_history
-from raytune_inc.history.store import HistoryStore
 from raytune_inc.history.table import SCHEMA
+from raytune_inc.history.writer import HistoryWriter
 from raytune_inc.synthetic import AdditiveLossEvaluation, random_space
 
 TESTS = Path(__file__).parent
@@ -283,7 +283,7 @@ def test_a_directory_with_a_history_is_not_overwritten_without_resume(finished, 
 def test_a_directory_in_use_by_another_run_is_refused(finished, space):
     res, directory = finished
     run_fp = read_history(directory).fingerprint
-    store, _ = HistoryStore.open(directory, res.run_id, run_fp, resume=True)
+    store, _ = HistoryWriter.open(directory, res.run_id, run_fp, resume=True)
     try:
         with pytest.raises(HistoryError, match="in use by another run"):
             tune_space(space, Counting(space, seed=5), workers=0, checkpoint=directory, resume=True)

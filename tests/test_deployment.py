@@ -20,8 +20,8 @@ from raytune_inc import DeploymentError, compile_model, load, tune
 from raytune_inc.history.measures import read_measures
 from raytune_inc.pytorch import deployment
 from raytune_inc.pytorch.calibration import calibrate
-from raytune_inc.pytorch.deployment import CompiledModel, check_deployed
-from raytune_inc.pytorch.evaluation import apply_config
+from raytune_inc.pytorch.deployment import CompiledModel, check_deployed, relative_distance
+from raytune_inc.pytorch.lowering import apply_config
 from raytune_inc.pytorch.ops import discover_ops
 from raytune_inc.report.text import history_summary
 
@@ -154,7 +154,7 @@ def test_models_built_to_hit_inductors_in_place_fusions_are_right_on_every_call(
     model, x = build().eval(), torch.randn(shape)
     tuned = _int8(model, x)
     with torch.no_grad():
-        eager = tuned(x)
+        eager, fp32 = tuned(x), model(x)
     compiled, pristine = compile_model(tuned), x.clone()
     outs = []
     for _ in range(3):
@@ -162,7 +162,13 @@ def test_models_built_to_hit_inductors_in_place_fusions_are_right_on_every_call(
             outs.append(compiled(x))
         assert torch.equal(x, pristine)
     assert all(torch.equal(outs[0], o) for o in outs[1:])
-    torch.testing.assert_close(outs[0], eager, rtol=1e-4, atol=1e-4)
+    # The compiled model may round an int8 input one step apart from eager where its float order differs (an add fused
+    # before a requantization: about 3e-4 relative on "intermediate read later", 1e-7 elsewhere); an in-place write
+    # into a tensor still read is of the order of the output itself. Bound: a tenth of int8's own distance to FP32.
+    assert relative_distance(outs[0], eager) <= max(1e-5, 0.1 * relative_distance(eager, fp32)), (
+        relative_distance(outs[0], eager),
+        relative_distance(eager, fp32),
+    )
 
 
 @pytest.mark.usefixtures("unfixed")

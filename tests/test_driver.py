@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
-from helpers import Hangs, committed, first_time, own_ray_env, reference
+from helpers import Hangs, committed, first_time, own_ray_env, reference, run_on
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -178,7 +178,7 @@ def test_an_evaluation_past_eval_timeout_kills_its_evaluator_is_an_errored_trial
     hangs = Hangs(space, 4, victim, tmp_path / "ray.log")  # time.sleep(3600) in the evaluator
     # max_lost=1: one lost evaluation would stop the run, so this also checks that a timed-out one is not lost.
     # timeout=120: should the driver not wake at the deadline, the run stops with "timeout" instead of hanging.
-    res = tune_space(space, hangs, workers=RayExecutor(Workers(workers), max_lost=1), eval_timeout=1, timeout=120)
+    res = run_on(RayExecutor(Workers(workers), max_lost=1), space, hangs, eval_timeout=1, timeout=120)
     assert res.stop_reason == "finished"
     assert committed(res) == committed(sequential) and res.config == sequential.config
     history = res.history.sort_by("trial_id")

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 
 import raytune_inc
-from raytune_inc import AccuracyCriterion, Op, TuningSpace, tune_space
+from raytune_inc import Op, TuningSpace, tune_space
 from raytune_inc.errors import CliError, EvaluatorStartError, HistoryError, RaytuneError, StrategyError, TuningError
 from raytune_inc.run import TuningRun
+from raytune_inc.settings import RunSettings
 from raytune_inc.strategies import Candidate, Strategy
 from raytune_inc.synthetic import AdditiveLossEvaluation, random_space
 from raytune_inc.workers import Workers
@@ -64,9 +65,13 @@ def test_no_evaluator_with_the_resources_asked_names_them():
     from raytune_inc.ray_executor import RayExecutor
 
     space = random_space(4, seed=0)
-    run = TuningRun(space, AdditiveLossEvaluation(space), "conservative", AccuracyCriterion(), ("int8",), 10, 0, 1.0)
+    run = TuningRun(space, AdditiveLossEvaluation(space), RunSettings(precisions=("int8",), max_trials=10), baseline=1.0)
+    executor = RayExecutor([Workers(1, num_cpus=64)], start_timeout=2)
     with pytest.raises(EvaluatorStartError, match=r"no evaluator started within 2 s .*\(64, 0\.0\).*fewer workers or smaller shares"):
-        RayExecutor([Workers(1, num_cpus=64)], start_timeout=2).run(run)
+        try:
+            executor.run(run)
+        finally:
+            executor.close()
 
 
 @pytest.mark.parametrize(

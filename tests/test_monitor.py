@@ -10,6 +10,7 @@ import pytest
 from raytune_inc import monitor, tune_space
 from raytune_inc.monitor import ProgressLine, RunMonitor, progress_wanted
 from raytune_inc.run import TuningRun
+from raytune_inc.settings import RunSettings
 from raytune_inc.simulation import simulate
 from raytune_inc.synthetic import AdditiveLossEvaluation, random_space
 
@@ -45,7 +46,7 @@ def history_counts(history) -> dict[str, int]:
 @pytest.mark.parametrize("seed", range(4))
 def test_counts_match_the_history_of_a_parallel_run(seed):
     space = random_space(24, seed=seed)
-    run = TuningRun(space, AdditiveLossEvaluation(space, seed=seed), "conservative", None, ("bf16", "fp16", "int8"), 100, 0, None)
+    run = TuningRun(space, AdditiveLossEvaluation(space, seed=seed), RunSettings())
     simulate(run, 4)
     assert run.monitor.ahead > 0 or run.monitor.committed == len(run.result().trials)
     run.monitor.finished()

@@ -9,10 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from raytune_inc.pytorch.calibration import OpStats, calibrate, weight_scales
-from raytune_inc.pytorch.evaluation import apply_config
+from raytune_inc.pytorch.calibration import calibrate, weight_scales
+from raytune_inc.pytorch.lowering import apply_config
 from raytune_inc.pytorch.ops import discover_ops
 from raytune_inc.pytorch.precisions import describe, lower, precisions_of
+from raytune_inc.pytorch.qparams import OpStats
 from raytune_inc.pytorch.quantized import QuantizedConv2d, QuantizedLinear
 
 # Rounding multiplies by the inverse scale, as the quantize ops define it (it decides the exact halves at the ends).

@@ -14,11 +14,12 @@ from hypothesis import strategies as st
 
 from raytune_inc import AccuracyCriterion, Op, TuningSpace, tune, tune_space
 from raytune_inc.examples import outliers
+from raytune_inc.pass_model import PassModel, Prior
 from raytune_inc.report import write_report
 from raytune_inc.run import TuningRun
 from raytune_inc.sequential import SequentialExecutor
+from raytune_inc.settings import RunSettings
 from raytune_inc.simulation import simulate
-from raytune_inc.speculation import PassModel, Prior
 from raytune_inc.strategies import Candidate
 from raytune_inc.synthetic import AdditiveLossEvaluation, random_space
 
@@ -30,7 +31,7 @@ def committed(res):
 
 
 def make_run(space, evaluate, prior=None):
-    return TuningRun(space, evaluate, "conservative", AccuracyCriterion(0.01), PRECISIONS, 100, 0, None, prior)
+    return TuningRun(space, evaluate, RunSettings(accuracy=AccuracyCriterion(0.01), precisions=PRECISIONS), prior=prior)
 
 
 def test_a_prior_naming_what_the_space_does_not_have_is_refused():

@@ -17,8 +17,8 @@ import pytest
 
 from raytune_inc import AccuracyCriterion, HistoryError, Op, TuningError, TuningSpace, load_history, tune_space
 from raytune_inc.history.fingerprint import fingerprint
-from raytune_inc.history.store import HistoryStore
 from raytune_inc.history.table import HistoryRow, rows_table
+from raytune_inc.history.writer import HistoryWriter
 from raytune_inc.records import LOST, OK, Evaluation
 from raytune_inc.report import COLOURS, MEETS, WASTED, history_summary, write_report
 from raytune_inc.strategies import get_strategy
@@ -203,7 +203,7 @@ def crafted_history(directory: Path) -> None:
     space = TuningSpace([Op("conv<1>", "Conv2d"), Op("fc", "Linear")])
     criterion = AccuracyCriterion(0.5, "absolute", higher_is_better=False)
     fp = fingerprint(space, get_strategy("conservative"), criterion, ("bf16", "fp16", "int8"), None)
-    store, _ = HistoryStore.open(directory, "run<&>", fp, resume=False)
+    store, _ = HistoryWriter.open(directory, "run<&>", fp, resume=False)
     t = 1_700_000_000.0
     worker = "<script>alert(1)</script>"
 

@@ -9,17 +9,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from raytune_inc import AccuracyCriterion, Op, TuningSpace
+from raytune_inc.pass_model import PassModel
 from raytune_inc.run import TuningRun
 from raytune_inc.sequential import SequentialExecutor
+from raytune_inc.settings import RunSettings
 from raytune_inc.simulation import simulate
 from raytune_inc.space import Config
-from raytune_inc.speculation import Frontier, PassModel, Speculator
+from raytune_inc.speculation import Frontier, Speculator
 from raytune_inc.strategies import ConservativeStrategy, Outcome
 from raytune_inc.synthetic import AdditiveLossEvaluation, random_space
 
 
 def make_run(space, evaluate, strategy, tolerable_loss, max_trials, baseline=None):
-    return TuningRun(space, evaluate, strategy, AccuracyCriterion(tolerable_loss), ("bf16", "fp16", "int8"), max_trials, 0, baseline)
+    return TuningRun(space, evaluate, RunSettings(strategy, AccuracyCriterion(tolerable_loss), max_trials=max_trials), baseline)
 
 
 @settings(max_examples=150, deadline=None)
@@ -172,7 +174,7 @@ def test_speculation_forks_the_plan_instead_of_replaying_the_strategy(monkeypatc
     monkeypatch.setattr(ConservativeStrategy, "plan", lambda self, *args: calls.append(1) or original(self, *args))
     space = random_space(40, seed=2)
     evaluate = AdditiveLossEvaluation(space, seed=2, sensitive=0.3)  # many op-wise trials, so many picks
-    run = TuningRun(space, evaluate, "conservative", None, ("bf16", "fp16", "int8"), 100, 0, None)
+    run = TuningRun(space, evaluate, RunSettings())
     simulate(run, 4)
     assert len(run.result().trials) > 30
     assert len(calls) == 2  # the committed path's plan and the one the speculation keeps at the frontier

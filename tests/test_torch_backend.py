@@ -13,7 +13,8 @@ from torch import nn
 
 from raytune_inc import TuningError, load_history, tune
 from raytune_inc.pytorch.calibration import calibrate
-from raytune_inc.pytorch.evaluation import ModelEvaluation, apply_config
+from raytune_inc.pytorch.lowering import apply_config
+from raytune_inc.pytorch.model_evaluation import ModelEvaluation
 from raytune_inc.pytorch.ops import discover_ops
 from raytune_inc.pytorch.quantized import QuantizedConv2d, QuantizedLinear
 
@@ -53,9 +54,9 @@ def agreement(model_ref, x):
 
 def test_tune_is_the_package_s_model_level_entry_point():
     import raytune_inc
-    from raytune_inc.pytorch import result, tune
+    from raytune_inc.model import result, tuning
 
-    assert raytune_inc.tune is tune.tune and raytune_inc.ModelTuneResult is result.ModelTuneResult
+    assert raytune_inc.tune is tuning.tune and raytune_inc.ModelTuneResult is result.ModelTuneResult
 
 
 def test_ops_are_found_in_model_order_with_their_precisions(net):
@@ -123,7 +124,7 @@ def test_int8_conv_weights_have_at_most_255_levels_per_channel(net, data):
         assert (channel - original).abs().max() <= step / 2 + 1e-6
 
 
-def test_calibration_runs_once_per_process(net, data):
+def test_calibration_runs_once_in_the_driver_and_never_in_an_evaluation(net, data):
     calls = []
 
     class Counting(list):
@@ -131,10 +132,13 @@ def test_calibration_runs_once_per_process(net, data):
             calls.append(threading.get_ident())
             return super().__iter__()
 
-    evaluation = ModelEvaluation(net, agreement(net, data), Counting([data[:32]]), discover_ops(net), ("int8", "bf16"))
+    res = tune(net, agreement(net, data), Counting([data[:32]]), precisions=("int8", "bf16"), workers=0, sensitivity=False)
+    assert len(res.trials) > 1
+    assert len(calls) == 2  # its first batch checked, then the calibration: once, whatever the number of trials
+    evaluation = ModelEvaluation(net, agreement(net, data), res.calibration)  # what goes to the evaluators: no data
     for precision in ("int8", "bf16", "int8"):
         evaluation({"conv": precision, "body.1": "fp32", "body.2": "fp32", "head": precision})
-    assert len(calls) == 1
+    assert len(calls) == 2
 
 
 def test_calibration_batches_of_input_label_pairs_are_named_with_the_fix(net, data):
@@ -340,7 +344,7 @@ def test_a_trials_model_is_freed_when_the_trial_ends(net, data):
     import gc
     import weakref
 
-    evaluation = ModelEvaluation(net, agreement(net, data), [data[:8]], discover_ops(net), ("int8_dynamic", "int8", "bf16"))
+    evaluation = ModelEvaluation(net, agreement(net, data), calibrate(net, [data[:8]], discover_ops(net).names))
     seen = []
 
     def eval_fn(model):

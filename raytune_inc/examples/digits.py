@@ -7,6 +7,7 @@ that `raytune_inc.tune` takes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -70,10 +71,11 @@ def trained_model(cache: str | Path = "runs/digits_cnn.pt", epochs: int = 15) ->
 
 
 class TestAccuracy:
-    """eval_fn: top-1 accuracy on the test split, on the model's device."""
+    """eval_fn: top-1 accuracy on the test split of `data` (this module's `dataset`, or another of its shape), on the
+    model's device."""
 
-    def __init__(self):
-        _, _, self.x, self.y = dataset()
+    def __init__(self, data: Callable[[], tuple[torch.Tensor, ...]] = dataset):
+        _, _, self.x, self.y = data()
 
     def __call__(self, model: nn.Module) -> float:
         device = next(model.parameters()).device
@@ -81,6 +83,7 @@ class TestAccuracy:
             return float((model(self.x.to(device)).argmax(1).cpu() == self.y).float().mean())
 
 
-def calibration_batches(n: int = 4, size: int = 64) -> list[torch.Tensor]:
-    x, _, _, _ = dataset()
+def calibration_batches(n: int = 4, size: int = 64, data: Callable[[], tuple[torch.Tensor, ...]] = dataset) -> list[torch.Tensor]:
+    """`n` batches of `size` training images of `data` (this module's `dataset`, or another of its shape)."""
+    x, _, _, _ = data()
     return list(x[: n * size].split(size))

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .digits import dataset as digits_dataset
+from . import digits
 
 SIZE = 32
 
@@ -57,7 +57,7 @@ def upscale(images: torch.Tensor) -> torch.Tensor:
 
 def dataset() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The digits split of `digits.dataset`, each image upscaled to 32x32."""
-    x_train, y_train, x_test, y_test = digits_dataset()
+    x_train, y_train, x_test, y_test = digits.dataset()
     return upscale(x_train), y_train, upscale(x_test), y_test
 
 
@@ -100,18 +100,12 @@ def trained_model(cache: str | Path = "runs/digits_resnet.pt", epochs: int = 4, 
     return model.eval()
 
 
-class TestAccuracy:
+class TestAccuracy(digits.TestAccuracy):
     """eval_fn: top-1 accuracy on the 540 upscaled test images, on the model's device."""
 
     def __init__(self):
-        _, _, self.x, self.y = dataset()
-
-    def __call__(self, model: nn.Module) -> float:
-        device = next(model.parameters()).device
-        with torch.no_grad():
-            return float((model(self.x.to(device)).argmax(1).cpu() == self.y).float().mean())
+        super().__init__(dataset)
 
 
 def calibration_batches(n: int = 4, size: int = 32) -> list[torch.Tensor]:
-    x, _, _, _ = dataset()
-    return list(x[: n * size].split(size))
+    return digits.calibration_batches(n, size, dataset)

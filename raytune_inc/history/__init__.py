@@ -1,5 +1,5 @@
 """The Arrow history of a run: its table (`table`), its fingerprint (`fingerprint`), a checkpoint's files and
-how they are read (`files`) and written (`store`), and the storage a run keeps its rows in (`storage`)."""
+how they are read (`files`) and written (`writer`), and the storage a run keeps its rows in (`storage`)."""
 
 from .files import load_history, read_history
 

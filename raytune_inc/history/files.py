@@ -1,4 +1,4 @@
-"""A checkpoint directory's files, and reading them back (writing them: `store.py`).
+"""A checkpoint directory's files, and reading them back (writing them: `writer.py`).
 
 A checkpoint directory holds:
 
@@ -231,4 +231,4 @@ def decode_configs(space: TuningSpace, keys: pa.ChunkedArray | pa.Array) -> list
     if not ok.all():
         row, col = (int(x[0]) for x in np.nonzero(~ok))
         raise HistoryError(f"recorded config {keys[row].as_py()!r:.60}: op {space.ops[col].name!r} cannot be at the precision it names")
-    return [Config._of_key(space, key) for key in keys.to_pylist()]
+    return [Config.of_key(space, key) for key in keys.to_pylist()]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from ..errors import HistoryError
-from .store import fsync_dir
+from .writer import write_atomically
 
 MEASURES_FILE = "measures.arrow"
 MEASURES_SCHEMA = pa.schema(
@@ -42,17 +42,8 @@ class Measure:
 
 def write_measures(directory: str | os.PathLike, measures: list[Measure]) -> None:
     """Write (replace) the measures of the run whose history is in `directory`, atomically."""
-    directory = Path(directory)
     columns = {name: [getattr(m, name) for m in measures] for name in MEASURES_SCHEMA.names}
-    table = pa.table(columns, schema=MEASURES_SCHEMA)
-    tmp = directory / f".{MEASURES_FILE}.tmp"
-    with open(tmp, "wb") as f:
-        with pa.ipc.new_file(f, MEASURES_SCHEMA) as writer:
-            writer.write_table(table)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, directory / MEASURES_FILE)
-    fsync_dir(directory)
+    write_atomically(Path(directory) / MEASURES_FILE, pa.table(columns, schema=MEASURES_SCHEMA))
 
 
 def read_measures(directory: str | os.PathLike) -> list[Measure]:

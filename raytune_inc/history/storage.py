@@ -21,8 +21,8 @@ from ..criterion import AccuracyCriterion
 from ..records import BASELINE_STAGE, EVALUATED, Evaluation
 from ..space import Config, TuningSpace
 from .files import LoadedHistory, decode_configs
-from .store import HistoryStore
 from .table import HistoryRow, finish_table, rows_table
+from .writer import HistoryWriter
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ class MemoryStorage:
 
 
 class ArrowStorage:
-    """The rows of one run in a checkpoint directory: each append durable (see `store.py`); `resume=True` goes on
+    """The rows of one run in a checkpoint directory: each append durable (see `writer.py`); `resume=True` goes on
     with the history already there."""
 
     def __init__(self, directory: str | os.PathLike, resume: bool):
@@ -93,13 +93,13 @@ class ArrowStorage:
         self.directory = Path(directory)
         self.resume = resume
         self._memory = MemoryStorage()  # this session's rows, for the table
-        self._store: HistoryStore | None = None
+        self._store: HistoryWriter | None = None
         self._loaded: LoadedHistory | None = None
         self._recorded: Recorded | None = None
 
     def open(self, run: RunInfo) -> Recorded | None:
         self._memory.open(run)
-        self._store, self._loaded = HistoryStore.open(self.directory, run.run_id, run.fingerprint, self.resume)
+        self._store, self._loaded = HistoryWriter.open(self.directory, run.run_id, run.fingerprint, self.resume)
         if self._loaded is None:
             return None
         self._memory.run = RunInfo(

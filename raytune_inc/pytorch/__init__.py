@@ -1,5 +1,8 @@
-"""The PyTorch backend: a model's ops (`ops`), the precision handlers (`precisions`), calibration, a config applied
-to a copy of the model and the evaluation of it (`evaluation`), the model digest, and `tune` (`tune`).
+"""The PyTorch backend: a model's ops (`ops`), the precision registry (`precisions`), calibration and what it chooses
+(`calibration`, `qparams`), a config applied to the FP32 model (`lowering`) and evaluated (`model_evaluation`), the
+checks of `tune`'s inputs (`checks`, `batches`), the model digest, the sensitivity, the compiled model and its check
+(`deployment`), latency and size (`costs`). It knows modules and precisions only: nothing of runs, strategies, the
+speculation or Ray (`scripts/layers.py --check` holds it so); `tune` itself is the model level's (`raytune_inc.model`).
 
 torchao is imported where it is used (`import_torchao`), quietly: on a CPU it warns on every import
 about the CUDA kernels it cannot load and about a torch API it still calls, lines that say nothing

@@ -17,52 +17,18 @@ from __future__ import annotations
 import copy
 import weakref
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
 import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves
 
-from .modules import CONVOLUTIONS, fold_batchnorm, is_transposed_linear, model_device
-
-
-@dataclass(frozen=True)
-class OpStats:
-    """The static int8 qparams of one op: its input's (uint8 with a zero point, chosen on the calibration data) and
-    its weight's (int8, symmetric, one scale per output channel, of the weight the op will have: a folded
-    BatchNorm included). Chosen once in the driver, so that an evaluator builds int8 ops without an observer."""
-
-    input_scale: float
-    input_zero_point: int
-    weight_scale: tuple[float, ...] = ()
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """The static activation qparams of each calibrated op, the first input shape of each op, and the BatchNorm
-    each convolution absorbs at int8 (conv name -> BatchNorm name)."""
-
-    stats: Mapping[str, OpStats] = field(default_factory=dict)
-    shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
-    folded: Mapping[str, str] = field(default_factory=dict)
-
-    def as_json(self) -> dict:
-        return {
-            "stats": {name: asdict(s) for name, s in self.stats.items()},
-            "shapes": {name: list(shape) for name, shape in self.shapes.items()},
-            "folded": dict(self.folded),
-        }
-
-    @classmethod
-    def from_json(cls, data: dict) -> Calibration:
-        return cls(
-            {
-                name: OpStats(float(s["input_scale"]), int(s["input_zero_point"]), tuple(float(w) for w in s["weight_scale"]))
-                for name, s in data["stats"].items()
-            },
-            {name: tuple(int(d) for d in shape) for name, shape in data["shapes"].items()},
-            {str(k): str(v) for k, v in data["folded"].items()},
-        )
+from ..space import LOWER_PRECISIONS
+from .batches import run_batch
+from .checks import empty_calibration_data, no_calibration_data, rejected
+from .modules import fold_batchnorm
+from .precisions import calibrated_handler
+from .qparams import Calibration, OpStats
 
 
 def _x86_config():
@@ -99,42 +65,10 @@ def observer_of(spec) -> nn.Module:
     return spec.observer_or_fake_quant_ctr.with_args(**kwargs)()
 
 
-def _to(x, device: torch.device):
-    return x.to(device) if isinstance(x, torch.Tensor) else x
-
-
-def run_batch(model: nn.Module, batch) -> object:
-    """`model` on one batch: a tensor, a tuple or list of positional inputs, or a dict of keyword inputs."""
-    device = model_device(model)
-    if isinstance(batch, Mapping):
-        return model(**{k: _to(v, device) for k, v in batch.items()})
-    if isinstance(batch, tuple | list):
-        return model(*(_to(x, device) for x in batch))
-    return model(_to(batch, device))
-
-
-def rejected(model: nn.Module, batch, exc: Exception) -> ValueError:
-    """The error for a calibration batch the FP32 model rejects with `exc`: batches that look like (input, label)
-    pairs (two elements, the first of which the model runs on alone) are named as such, with the fix."""
-    if isinstance(batch, tuple | list) and len(batch) == 2:
-        try:
-            with torch.no_grad():
-                run_batch(model, batch[0])
-        except Exception:
-            pass
-        else:
-            return ValueError(
-                "calib_data holds model inputs only, but its batches look like (input, label) pairs: the FP32 model rejects "
-                f"a batch of two ({type(exc).__name__}: {exc}) and runs on its first element alone; give the inputs alone, "
-                "e.g. calib_data=[x for x, _ in loader]"
-            )
-    return ValueError(f"the FP32 model rejects the calibration data: {type(exc).__name__}: {exc}")
-
-
 class _Recorder:
     """The forward hooks of one calibration pass."""
 
-    def __init__(self, model: nn.Module, observed: Iterable[str], shaped: Iterable[str]):
+    def __init__(self, model: nn.Module, observed: Iterable[str], shaped: Iterable[str], folding: Iterable[str]):
         self.modules = dict(model.named_modules())
         self.observers = {name: activation_observer() for name in observed}
         self.shapes: dict[str, tuple[int, ...]] = {}
@@ -143,11 +77,12 @@ class _Recorder:
         self.hooks = []
         for name in {*self.observers, *shaped}:
             self.hooks.append(self.modules[name].register_forward_pre_hook(self._input(name)))
-        for name, module in self.modules.items():
-            if isinstance(module, CONVOLUTIONS):
-                self.hooks.append(module.register_forward_hook(self._conv_output(name)))
-            elif isinstance(module, nn.modules.batchnorm._BatchNorm):
-                self.hooks.append(module.register_forward_pre_hook(self._norm_input(name)))
+        for name in folding:  # ops whose lowering absorbs the BatchNorm after them: which one is it?
+            self.hooks.append(self.modules[name].register_forward_hook(self._conv_output(name)))
+        if folding:
+            for name, module in self.modules.items():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    self.hooks.append(module.register_forward_pre_hook(self._norm_input(name)))
 
     def _input(self, name: str):
         def record(module, args):
@@ -212,13 +147,22 @@ def _foldable(model: nn.Module, pairs: Mapping[str, str], batch, expected) -> di
 
 
 @torch.no_grad()
-def calibrate(model: nn.Module, calib_data: Iterable | None, observed: Iterable[str], shaped: Iterable[str] = ()) -> Calibration:
-    """Run the FP32 model on `calib_data` once: the static int8 qparams of the ops in `observed`, the first input
-    shape of those and of `shaped`, and the BatchNorms their convolutions absorb."""
+def calibrate(
+    model: nn.Module,
+    calib_data: Iterable | None,
+    observed: Iterable[str],
+    shaped: Iterable[str] = (),
+    precisions: Iterable[str] = LOWER_PRECISIONS,
+) -> Calibration:
+    """Run the FP32 model on `calib_data` once: the static activation qparams of the ops in `observed`, and the per
+    channel scales of the weight their calibrated handler at one of `precisions` quantizes (see `precisions.Handler`);
+    the first input shape of those and of `shaped`; the BatchNorm each op whose handler folds one absorbs."""
     if calib_data is None:
-        raise ValueError("int8 needs calibration data: calib_data is None (give a few input batches, or leave int8 out of precisions)")
+        raise no_calibration_data()
     observed = list(observed)
-    recorder = _Recorder(model, observed, shaped)
+    modules = dict(model.named_modules())
+    handlers = {name: calibrated_handler(modules[name], precisions) for name in observed}
+    recorder = _Recorder(model, observed, shaped, [name for name, h in handlers.items() if h is not None and h.folds])
     was_training = model.training
     model.eval()
     first = expected = batch = None
@@ -231,7 +175,7 @@ def calibrate(model: nn.Module, calib_data: Iterable | None, observed: Iterable[
             recorder.outputs.clear()
             n += 1
         if n == 0:
-            raise ValueError("the calibration data is empty: give at least one batch")
+            raise empty_calibration_data()
     except ValueError:
         raise
     except Exception as exc:
@@ -253,13 +197,10 @@ def calibrate(model: nn.Module, calib_data: Iterable | None, observed: Iterable[
             model.train(was_training)
     stats = {}
     for name, (scale, zero_point) in inputs.items():
-        module = recorder.modules[name]
+        module, found = modules[name], handlers[name]
         if name in pairs:
-            module = fold_batchnorm(module, recorder.modules[pairs[name]])
-        if isinstance(module, (nn.Linear, *CONVOLUTIONS)):
-            stats[name] = OpStats(scale, zero_point, weight_scales(module.weight))
-        elif is_transposed_linear(module):
-            stats[name] = OpStats(scale, zero_point, weight_scales(module.weight.t()))
-        else:  # an op whose static int8 (if any) has no weight matrix: its input's qparams only
-            stats[name] = OpStats(scale, zero_point)
+            module = fold_batchnorm(module, modules[pairs[name]])
+        weight = found.weight(module) if found is not None and found.weight is not None else None
+        # an op whose static int8 (if any) quantizes no weight: its input's qparams only
+        stats[name] = OpStats(scale, zero_point, () if weight is None else weight_scales(weight))
     return Calibration(stats, dict(recorder.shapes), pairs)

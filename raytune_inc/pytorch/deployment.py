@@ -33,7 +33,7 @@ from torch import nn
 from torch.utils._pytree import tree_flatten, tree_leaves
 
 from ..errors import DeploymentError
-from ..history.measures import Measure
+from .batches import Inputs, as_inputs
 from .modules import model_device
 
 RECOMPILE_LIMIT = 256  # compilations of one forward (one per compiled model and input shape) before torch gives up
@@ -123,7 +123,7 @@ def _floating(out) -> list[torch.Tensor]:
     return [t.detach() for t in tree_leaves(out) if isinstance(t, torch.Tensor) and t.is_floating_point()]
 
 
-def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
+def relative_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     """||a - b|| / ||b|| in float64 (0 for two equal tensors, inf for other shapes or non-finite values)."""
     if a.shape != b.shape:
         return math.inf
@@ -132,19 +132,6 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
     if math.isnan(num):
         return 0.0 if torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num()) else math.inf
     return num / den if den > 0 else (0.0 if num == 0 else math.inf)
-
-
-Inputs = tuple[tuple, dict]  # one call's positional and keyword inputs
-
-
-def as_inputs(batch) -> Inputs:
-    """A batch as calibration takes it (a tensor, a tuple or list of positional inputs, a dict of keyword inputs) as the
-    positional and keyword inputs of one call."""
-    if isinstance(batch, dict):
-        return (), dict(batch)
-    if isinstance(batch, tuple | list):
-        return tuple(batch), {}
-    return (batch,), {}
 
 
 def _copy(x, device: torch.device):
@@ -201,11 +188,11 @@ def check_deployed(compiled: Callable[..., object], eager: nn.Module, inputs: It
                 if first is None:
                     first = [o.clone() for o in out]
                 else:
-                    diff = max((_relative(o, f) for o, f in zip(out, first, strict=True)), default=0.0)
+                    diff = max((relative_distance(o, f) for o, f in zip(out, first, strict=True)), default=0.0)
                     worst_repeat = max(worst_repeat, diff)
                     if diff > REPEAT_TOLERANCE:
                         problems.append(f"call {call}'s output differs from call 1's by {diff:.3g} (relative) on the same inputs")
-                diff = max((_relative(o, e) for o, e in zip(out, expected, strict=True)), default=0.0)
+                diff = max((relative_distance(o, e) for o, e in zip(out, expected, strict=True)), default=0.0)
                 worst_eager = max(worst_eager, diff)
                 if diff > EAGER_TOLERANCE:
                     problems.append(f"call {call}'s output is {diff:.3g} (relative) from the eager model's (tolerance {EAGER_TOLERANCE:g})")
@@ -320,12 +307,6 @@ class DeployedAccuracy:
         eager = "-" if self.eager is None else f"{self.eager:.6g}"
         compiled = "-" if self.compiled is None else f"{self.compiled:.6g}"
         return f"accuracy as deployed (compiled): {compiled}, eager {eager}; {self.verdict}"
-
-    def measures(self) -> list[Measure]:
-        return [
-            Measure("accuracy", "tuned eager", self.eager, note="eval_fn on the tuned model"),
-            Measure("accuracy", "tuned compiled", self.compiled, note=self.verdict),
-        ]
 
 
 def checked(compiled: CompiledModel, batches: Iterable) -> str | None:

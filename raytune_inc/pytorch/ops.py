@@ -9,7 +9,8 @@ from torch import nn
 
 from ..space import LOWER_PRECISIONS, Op, TuningSpace
 from .modules import LEFT_OUT
-from .precisions import precisions_of
+from .precisions import handler, precisions_of
+from .qparams import Calibration
 
 
 def discover_ops(
@@ -65,3 +66,23 @@ def _pattern(key: str, argument: str) -> re.Pattern:
         raise ValueError(
             f"{argument} key {key!r} is not a valid regex ({exc}); fix the pattern, or match the name literally with re.escape({key!r})"
         ) from None
+
+
+def reachable(model: nn.Module, space: TuningSpace, calibration: Calibration, calibrated: Sequence[str]) -> TuningSpace:
+    """`space` without the calibrated precisions (static int8) of the ops in `calibrated` the calibration data never
+    reached (they have no activation qparams); ValueError where no op is left."""
+    unreached = {name for name in calibrated if name not in calibration.stats}
+    if not unreached:
+        return space
+    ops = []
+    for op in space:
+        if op.name in unreached:
+            module = model.get_submodule(op.name)
+            keep = tuple(p for p in op.precisions if not handler(p, module).calibrated)
+            if not keep:
+                continue
+            op = Op(op.name, op.type, keep)
+        ops.append(op)
+    if not ops:
+        raise ValueError(f"the calibration data reaches none of the ops {sorted(unreached)[:5]}: no op is left to tune")
+    return TuningSpace(ops)

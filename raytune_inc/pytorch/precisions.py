@@ -1,10 +1,13 @@
 """The precision registry: one handler per (precision, module kind), as torchao registers a transform per config.
 
-A handler says which modules it takes (`accepts`), whether it needs the op's static activation
-qparams from calibration (`calibrated`), and how to lower one module (`lower`: it gets a copy of
-the FP32 module of its own and returns the lowered module). A new precision, or a new module
-kind for one, is a new `register` call: op discovery, calibration and config application all
-read the registry.
+A handler says which modules it takes (`accepts`), how to lower one module (`lower`: it gets a copy
+of the FP32 module of its own and returns the lowered module), and what the rest of the backend
+needs to know about it: whether it needs the op's static activation qparams from calibration
+(`calibrated`), which weight it quantizes per output channel, in (out, in, ...) layout (`weight`:
+calibration chooses its scales), and whether it absorbs the BatchNorm that follows the op
+(`folds`: calibration finds the pairs, lowering folds them). A new precision, or a new module kind
+for one, is a new `register` call: op discovery, calibration, lowering and the sensitivity all
+ask the registry.
 
 Registered here (the order within a precision is the order of precedence):
 
@@ -28,7 +31,7 @@ CPU); int8_dynamic for convolutions and embeddings (torchao has no such kernel).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -36,8 +39,8 @@ from torch import nn
 
 from ..space import LOWER_PRECISIONS
 from . import import_torchao
-from .calibration import OpStats
 from .modules import CONVOLUTIONS, as_linear, has_floating_weights, is_transposed_linear
+from .qparams import OpStats
 from .quantized import QuantizedLinear, quantized_conv
 
 Lower = Callable[[nn.Module, OpStats | None], nn.Module]
@@ -50,18 +53,27 @@ class Handler:
     accepts: Callable[[nn.Module], bool]
     lower: Lower
     calibrated: bool = False  # needs the op's static activation qparams from calibration
+    weight: Callable[[nn.Module], torch.Tensor] | None = None  # the weight quantized per output channel, (out, in, ...)
+    folds: bool = False  # absorbs the BatchNorm that directly follows the op (a convolution's, as pt2e folds it)
 
 
 _HANDLERS: list[Handler] = []
 
 
-def register(precision: str, kind: str, accepts: Callable[[nn.Module], bool], calibrated: bool = False) -> Callable[[Lower], Lower]:
-    """Decorator: `lower(module, stats)` lowers the modules `accepts` takes to `precision`."""
+def register(
+    precision: str,
+    kind: str,
+    accepts: Callable[[nn.Module], bool],
+    calibrated: bool = False,
+    weight: Callable[[nn.Module], torch.Tensor] | None = None,
+    folds: bool = False,
+) -> Callable[[Lower], Lower]:
+    """Decorator: `lower(module, stats)` lowers the modules `accepts` takes to `precision` (see `Handler`)."""
     if precision not in LOWER_PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; known lower precisions are {', '.join(LOWER_PRECISIONS)}")
 
     def add(lower: Lower) -> Lower:
-        _HANDLERS.append(Handler(precision, kind, accepts, lower, calibrated))
+        _HANDLERS.append(Handler(precision, kind, accepts, lower, calibrated, weight, folds))
         return lower
 
     return add
@@ -77,9 +89,20 @@ def precisions_of(module: nn.Module) -> tuple[str, ...]:
     return tuple(p for p in LOWER_PRECISIONS if handler(p, module) is not None)
 
 
-def needs_calibration(module: nn.Module, precisions: tuple[str, ...]) -> bool:
+def calibrated_handler(module: nn.Module, precisions: Iterable[str]) -> Handler | None:
+    """The handler of `module` at one of `precisions` that needs its static activation qparams (None: none does)."""
+    return next((h for p in precisions if (h := handler(p, module)) is not None and h.calibrated), None)
+
+
+def needs_calibration(module: nn.Module, precisions: Iterable[str]) -> bool:
     """Whether lowering `module` to one of `precisions` needs its static activation qparams."""
-    return any((h := handler(p, module)) is not None and h.calibrated for p in precisions)
+    return calibrated_handler(module, precisions) is not None
+
+
+def folds(module: nn.Module, precision: str) -> bool:
+    """Whether `module` at `precision` absorbs the BatchNorm that follows it (where calibration found one)."""
+    found = handler(precision, module)
+    return found is not None and found.folds
 
 
 def lower(module: nn.Module, precision: str, stats: OpStats | None) -> nn.Module:
@@ -167,13 +190,21 @@ def int8_dynamic_linear(module: nn.Module, stats: OpStats | None) -> nn.Module:
     return _quantize(_linear(module), import_torchao().Int8DynamicActivationInt8WeightConfig())
 
 
-@register("int8", "Linear", _is_linear, calibrated=True)
-@register("int8", "transformers' Conv1D (as a Linear)", is_transposed_linear, calibrated=True)
+def _weight(module: nn.Module) -> torch.Tensor:
+    return module.weight
+
+
+def _transposed_weight(module: nn.Module) -> torch.Tensor:
+    return module.weight.t()  # transformers' Conv1D stores (in, out)
+
+
+@register("int8", "Linear", _is_linear, calibrated=True, weight=_weight)
+@register("int8", "transformers' Conv1D (as a Linear)", is_transposed_linear, calibrated=True, weight=_transposed_weight)
 def int8_linear(module: nn.Module, stats: OpStats | None) -> nn.Module:
     return QuantizedLinear(_linear(module), stats)
 
 
-@register("int8", "Conv1d/2d/3d", lambda m: isinstance(m, CONVOLUTIONS), calibrated=True)
+@register("int8", "Conv1d/2d/3d", lambda m: isinstance(m, CONVOLUTIONS), calibrated=True, weight=_weight, folds=True)
 def int8_conv(module: nn.Module, stats: OpStats | None) -> nn.Module:
     return quantized_conv(module, stats)
 

@@ -25,7 +25,7 @@ import torch.ao.quantization.fx._decomposed  # noqa: F401
 from torch import nn
 from torch.nn import functional as F
 
-from .calibration import OpStats
+from .qparams import OpStats
 
 _qd = torch.ops.quantized_decomposed
 U8_MIN, U8_MAX = 0, 255  # activations: uint8 with a zero point (X86InductorQuantizer's default)

@@ -5,7 +5,7 @@ and the model runs on a calibration batch; the sensitivity is the relative squar
 outputs against FP32's, sum ||y - y_fp32||^2 / sum ||y_fp32||^2 over every floating output.
 Errors of different ops are roughly independent, so their squared errors add up, as accuracy
 losses do: the speculation maps this proxy to expected accuracy loss with one scale fitted on the
-real results (`speculation.PassModel`). Forward passes only, one per (op, precision), on a
+real results (`pass_model.PassModel`). Forward passes only, one per (op, precision), on a
 private copy of the model (the caller's model is never touched, so this may run in a thread
 while the run goes on).
 """
@@ -21,10 +21,10 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves
 
-from ..pass_model import Prior
 from ..space import FP32, TuningSpace
-from .calibration import Calibration, run_batch
-from .evaluation import lowered_op
+from .batches import run_batch
+from .lowering import swaps
+from .qparams import Calibration
 
 
 def _floating(out) -> list[torch.Tensor]:
@@ -73,12 +73,9 @@ def measure_sensitivity(
             if stop is not None and stop.is_set():
                 return out
             try:
-                lowered = lowered_op(private, op.name, precision, calibration, cache)
+                swapped = swaps(private, op.name, precision, calibration, cache)
             except Exception:
                 continue  # a pair that cannot be built here is simply left unmeasured
-            swapped = {op.name: lowered}
-            if precision == "int8" and op.name in calibration.folded:
-                swapped[calibration.folded[op.name]] = nn.Identity()
             saved = {name: private.get_submodule(name) for name in swapped}
             try:
                 for name, module in swapped.items():
@@ -100,34 +97,28 @@ def ranked(sensitivity: Mapping[tuple[str, str], float], precision: str) -> list
 
 
 class Sensitivity:
-    """The sensitivity of a run's ops, measured once: in a thread while the run goes (`start`, a future of the prior
-    the speculation takes), or at once (`result`)."""
+    """The sensitivity of a run's ops, measured once: in a thread while the run goes (`start`; `table` is its future),
+    or at once (`result`)."""
 
     def __init__(self, model: nn.Module, space: TuningSpace, calibration: Calibration, calib_data: Iterable, precisions: Iterable[str]):
         self._args = (model, space, calibration, calib_data, tuple(precisions))
         self._stop = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
-        self._future: Future | None = None
-        self._table: dict[tuple[str, str], float] | None = None
+        self.table: Future[dict[tuple[str, str], float]] = Future()  # the measured table, once measured
 
     def _measure(self) -> dict[tuple[str, str], float]:
         return measure_sensitivity(*self._args, stop=self._stop)
 
-    def start(self) -> Future[Prior]:
-        """Measure in a thread; the future's result is the prior (sensitivities, scale fitted on the results)."""
+    def start(self) -> None:
+        """Measure in a thread; `table` gets the result."""
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="raytune-inc-sensitivity")
-        self._future = self._pool.submit(self._measure)
-        prior: Future[Prior] = Future()
+        self._pool.submit(self._into_table)
 
-        def done(future: Future) -> None:
-            if future.exception() is not None:
-                prior.set_exception(future.exception())
-            else:
-                self._table = future.result()
-                prior.set_result(Prior(self._table, scale=None))
-
-        self._future.add_done_callback(done)
-        return prior
+    def _into_table(self) -> None:
+        try:
+            self.table.set_result(self._measure())
+        except BaseException as exc:
+            self.table.set_exception(exc)
 
     def stop(self, abort: bool = False) -> None:
         """The run is over: wait for a measurement still going (`abort`: have it end at the next op, keeping what it has)."""
@@ -138,6 +129,6 @@ class Sensitivity:
 
     def result(self) -> dict[tuple[str, str], float]:
         """The sensitivity table: the thread's, or measured now when none was started."""
-        if self._table is None:
-            self._table = self._future.result() if self._future is not None else self._measure()
-        return dict(self._table)
+        if self._pool is None and not self.table.done():
+            self._into_table()
+        return dict(self.table.result())

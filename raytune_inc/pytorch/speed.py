@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 from ..space import Op, TuningSpace
-from .calibration import Calibration
+from .costs import alternate_medians
 from .deployment import compile_model
-from .evaluation import lowered_op
-from .measure import alternate_medians
+from .lowering import lowered_op
+from .qparams import Calibration
 
 
 def without_slower(

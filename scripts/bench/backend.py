@@ -49,8 +49,9 @@ import torch
 from backend_memory import memory_part, print_memory_table  # part 2; this folder is first on sys.path
 from common import PHASES, ROOT, machine, ms, quartiles_text, spread, timed, timed_phase, write_json
 
-from raytune_inc.pytorch import evaluation
-from raytune_inc.pytorch.tune import tune
+from raytune_inc import tune
+from raytune_inc.model import tuning
+from raytune_inc.pytorch import lowering, model_evaluation
 
 HERE = Path(__file__).resolve().parent
 
@@ -70,22 +71,22 @@ def instrument_ours() -> None:
     """Time the backend's steps: calibration (once per run), a trial's build (`apply_config`) and, within it, the
     model's deep copy with the lowered ops swapped in and the lowered ops themselves (`lowered_op`: a cache look-up,
     or on the first use of an (op, precision) its copy and lowering); count the ops lowered."""
-    evaluation.calibrate = timed_phase(evaluation.calibrate, "calibrate")
-    evaluation.apply_config = timed_phase(evaluation.apply_config, "build")
-    evaluation.lowered_op = timed_phase(evaluation.lowered_op, "lowered_ops")
+    tuning.calibrate = timed_phase(tuning.calibrate, "calibrate")  # the model level's one calibration of the run
+    model_evaluation.apply_config = timed_phase(model_evaluation.apply_config, "build")  # a trial's build
+    lowering.lowered_op = timed_phase(lowering.lowered_op, "lowered_ops")
     model_copy = timed_phase(copy.deepcopy, "model_deepcopy")
     # apply_config's deep copy of the model passes its memo of lowered ops; lowered_op's copy of one op does not
-    evaluation.copy = types.SimpleNamespace(
+    lowering.copy = types.SimpleNamespace(
         deepcopy=lambda x, memo=None: copy.deepcopy(x) if memo is None else model_copy(x, memo), copy=copy.copy
     )
-    lower = evaluation.lower
+    lower = lowering.lower
     PHASES[OPS_LOWERED] = 0
 
     def counted(*args, **kwargs):
         PHASES[OPS_LOWERED] += 1
         return lower(*args, **kwargs)
 
-    evaluation.lower = counted
+    lowering.lower = counted
 
 
 def ours_once(mod) -> dict:

@@ -19,9 +19,8 @@ import torch
 from common import peak_rss_bytes, rss_bytes
 from torch import nn
 
-from raytune_inc import AccuracyCriterion
+from raytune_inc import AccuracyCriterion, tune
 from raytune_inc.pytorch.modules import CONVOLUTIONS
-from raytune_inc.pytorch.tune import tune
 
 LAYERS = (nn.Linear, *CONVOLUTIONS)  # the modules whose live count tells the copies of a model alive
 

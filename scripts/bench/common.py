@@ -54,7 +54,7 @@ def timed(fn, calls: list):
 def alternating_times(calls: list[Callable[[], object]], min_calls: int = 15, min_seconds: float = 1.0) -> list[list[float]]:
     """Milliseconds of each call of each of `calls`, timed in turn, one call each per round, after two warm-up rounds;
     at least `min_calls` rounds and `min_seconds` of timing, at most 10x that many seconds once 3 rounds are in. The
-    method of `raytune_inc.pytorch.measure.alternate_medians` (on a CPU), without torch, and with every call's time:
+    method of `raytune_inc.pytorch.costs.alternate_medians` (on a CPU), without torch, and with every call's time:
     the calls of one round ran back to back, so their ratios show what a machine's changing load did to a comparison."""
     for _ in range(2):
         for call in calls:

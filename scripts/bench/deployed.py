@@ -22,7 +22,7 @@ precision, `res.accuracy` (the eager tuned model) and the compiled model's metri
 production sees after many calls; the first call of each compiled model runs the deployed check, timed). Unless
 `--no-bf16`, every op at bf16 (no tuning, whatever its accuracy) is measured the same way, for information. Then
 latency: the FP32 model and every tuned one of the workload timed in one alternation, call by call (common.py's
-`alternating_times`, the method of `raytune_inc.pytorch.measure.alternate_medians`; medians), the eager models
+`alternating_times`, the method of `raytune_inc.pytorch.costs.alternate_medians`; medians), the eager models
 together and the compiled ones together (`raytune_inc.compile_model`, torch.compile with inductor freezing, as
 `res.compile()`), so that a machine's load falls on all alike; the quartiles of each round's FP32 / tuned ratio
 show how much that load moved the comparison. An alternation during which this process had less than 85% of its
@@ -43,10 +43,11 @@ import torch
 from common import ROOT, add_timing_options, command_line, machine, ratio_spread, steady_times, write_json
 
 from raytune_inc import AccuracyCriterion, compile_model, tune
-from raytune_inc.pytorch.calibration import Calibration, run_batch
-from raytune_inc.pytorch.deployment import as_inputs, check_deployed
-from raytune_inc.pytorch.evaluation import apply_config
+from raytune_inc.pytorch.batches import as_inputs, run_batch
+from raytune_inc.pytorch.deployment import check_deployed
+from raytune_inc.pytorch.lowering import apply_config
 from raytune_inc.pytorch.ops import discover_ops
+from raytune_inc.pytorch.qparams import Calibration
 
 GOAL = 0.01  # relative
 TARGETS = {"minilm": 2.5, "resnet": 1.4}  # compiled tuned over compiled FP32
@@ -109,7 +110,7 @@ def compiled_and_checked(model, example_inputs) -> tuple[torch.nn.Module, float,
 
 def latencies(models: list, inputs, args, batches: bool = True) -> tuple[list[list[float]], list[dict]]:
     """Milliseconds of each call of each of `models` on `inputs` (`batches=False`: of each of the calls `models`), all
-    alternated call by call (on a CPU, the method of `raytune_inc.pytorch.measure.alternate_medians`, with every call's
+    alternated call by call (on a CPU, the method of `raytune_inc.pytorch.costs.alternate_medians`, with every call's
     time kept), taken again while another process had the cores (common.py's `steady_times`); and the attempts."""
     calls = [lambda m=m: run_batch(m, inputs) for m in models] if batches else models
     with torch.no_grad():

@@ -27,13 +27,14 @@ from raytune_inc import AccuracyCriterion, load_history, tune_space
 from raytune_inc.history.storage import ArrowStorage
 from raytune_inc.records import Evaluation
 from raytune_inc.run import TuningRun
+from raytune_inc.settings import RunSettings
 from raytune_inc.synthetic import random_space
 
 
 def append_cost(n_ops: int, appends: int) -> dict:
     """The time of one `save()` of one evaluation to a checkpoint: median and p90 over `appends` saves."""
     space = random_space(n_ops, seed=1)
-    run = TuningRun(space, lambda c: 1.0, "conservative", None, ("bf16", "fp16", "int8"), 100, 0, 0.9)
+    run = TuningRun(space, lambda c: 1.0, RunSettings(), baseline=0.9)
     with tempfile.TemporaryDirectory() as directory:
         run.use_storage(ArrowStorage(directory, resume=False))
         configs = [space.all_fp32().replace(space.names[: i % n_ops + 1], "bf16") for i in range(appends)]

@@ -28,15 +28,16 @@ import json
 import random
 import statistics
 
+from raytune_inc.pass_model import Prior
 from raytune_inc.run import TuningRun
 from raytune_inc.sequential import SequentialExecutor
+from raytune_inc.settings import RunSettings
 from raytune_inc.simulation import simulate
-from raytune_inc.speculation import Prior
 from raytune_inc.synthetic import AdditiveLossEvaluation, random_space
 
 
 def new_run(space, evaluate, prior: Prior | None = None) -> TuningRun:
-    return TuningRun(space, evaluate, "conservative", None, ("bf16", "fp16", "int8"), 100, 0, None, prior)
+    return TuningRun(space, evaluate, RunSettings(), prior=prior)
 
 
 def make_prior(kind: str, evaluate: AdditiveLossEvaluation, seed: int, noise: float) -> Prior | None:

@@ -40,9 +40,10 @@ def precisions_part(ctx: Context, budget: Budget, report: Report, entry: dict) -
     import torch
 
     from raytune_inc import compile_model
-    from raytune_inc.pytorch.calibration import calibrate, run_batch
-    from raytune_inc.pytorch.evaluation import apply_config
-    from raytune_inc.pytorch.measure import alternate_medians
+    from raytune_inc.pytorch.batches import run_batch
+    from raytune_inc.pytorch.calibration import calibrate
+    from raytune_inc.pytorch.costs import alternate_medians
+    from raytune_inc.pytorch.lowering import apply_config
     from raytune_inc.pytorch.ops import discover_ops
     from raytune_inc.pytorch.precisions import needs_calibration
 

@@ -17,6 +17,7 @@ from history import append_cost
 
 from raytune_inc import tune_space
 from raytune_inc.run import TuningRun
+from raytune_inc.settings import RunSettings
 from raytune_inc.simulation import simulate
 from raytune_inc.synthetic import AdditiveLossEvaluation, random_space
 
@@ -39,7 +40,7 @@ def run_in_process(n_ops: int, max_trials: int, checkpoint: Path | None = None):
 
 def run_simulated(n_ops: int, max_trials: int, workers: int = 4) -> tuple[TuningRun, float, float]:
     space, evaluate = problem(n_ops)
-    run = TuningRun(space, evaluate, "conservative", None, PRECISIONS, max_trials, 0, None)
+    run = TuningRun(space, evaluate, RunSettings(precisions=PRECISIONS, max_trials=max_trials))
     wall, cpu = time.perf_counter(), time.thread_time()
     simulate(run, workers)
     return run, time.thread_time() - cpu, time.perf_counter() - wall

@@ -1,32 +1,21 @@
-"""`tune_space`: the public entry point at the level of a tuning space."""
+"""`tune_space`: the public entry point at the level of a tuning space; `execute`: a run on an executor, with its
+checkpoint, which `tune_space` and the model level's `tune` share."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from .criterion import AccuracyCriterion
 from .evaluation import EvaluateFn
+from .executors import Executor, make_executor
 from .history.storage import ArrowStorage
 from .records import TuneResult
-from .run import Executor, TuningRun
-from .sequential import SequentialExecutor
+from .run import TuningRun
+from .settings import RunSettings
 from .space import TuningSpace
 from .strategies import Strategy
-from .workers import WorkersSpec, worker_groups
-
-
-def make_executor(workers: WorkersSpec | Executor) -> Executor:
-    """The executor `workers` asks for (an executor is taken as it is)."""
-    if hasattr(workers, "run") and not isinstance(workers, int):
-        return workers
-    groups = worker_groups(workers)
-    if not groups:
-        return SequentialExecutor()
-    from .ray_executor import RayExecutor  # Ray is imported only when it is used
-
-    return RayExecutor(groups)
+from .workers import WorkersSpec
 
 
 def tune_space(
@@ -73,26 +62,22 @@ def tune_space(
     and the baseline of `tune`) it is interrupted at its next Python line; a Ray evaluator
     (`workers` >= 1) running it is killed and replaced. A timed-out config is not evaluated again.
     """
-    run = TuningRun(space, evaluate, strategy, accuracy, precisions, max_trials, timeout, baseline, prior, eval_timeout=eval_timeout)
-    return execute(run, workers, checkpoint, resume)
+    settings = RunSettings(strategy, accuracy, precisions, max_trials, timeout, workers, checkpoint, resume, eval_timeout)
+    run = TuningRun(space, evaluate, settings, baseline, prior)
+    executor = make_executor(settings.workers)
+    try:
+        return execute(run, executor)
+    finally:
+        executor.close()
 
 
-def execute(
-    run: TuningRun,
-    workers: WorkersSpec | Executor,
-    checkpoint: str | os.PathLike | None,
-    resume: bool,
-    prepare: Callable[[TuningRun], None] | None = None,
-) -> TuneResult:
-    """Run `run` on the executor `workers` asks for, with its checkpoint; `prepare(run)` runs in this process
-    once the recorded history (if any) is restored: before any evaluation, while Ray's evaluators start."""
-    executor = make_executor(workers)
-    if not isinstance(resume, bool):
-        raise ValueError(f"resume must be True or False, got {resume!r}")
-    if resume and checkpoint is None:
-        raise ValueError("resume=True needs checkpoint=DIR, the directory of the history to resume")
-    if checkpoint is not None:
-        run.use_storage(ArrowStorage(checkpoint, resume))
+def execute(run: TuningRun, executor: Executor, prepare: Callable[[TuningRun], None] | None = None) -> TuneResult:
+    """Run `run` on `executor`, with the checkpoint its settings name; `prepare(run)` runs in this process once the
+    recorded history (if any) is restored: before any evaluation, while Ray's evaluators start. The caller closes
+    the executor."""
+    settings = run.settings
+    if settings.checkpoint is not None:
+        run.use_storage(ArrowStorage(settings.checkpoint, settings.resume))
     try:
         try:
             executor.run(run, prepare)

@@ -1,4 +1,5 @@
-"""Writing one session of a checkpoint directory: append-only Arrow streams, each append durable."""
+"""Writing a checkpoint directory: one session's append-only Arrow streams, each append durable (`HistoryWriter`), and
+the files written whole, atomically (`write_atomically`: the run record, the measures)."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ class _Stream:
         self.file.close()
 
 
-class HistoryStore:
+class HistoryWriter:
     """The writer of one session of a checkpoint directory; holds the directory's lock while open."""
 
     def __init__(self, directory: Path, session: int, lock: int):
@@ -67,7 +68,7 @@ class HistoryStore:
         self._streams: dict[str, _Stream] = {}
 
     @classmethod
-    def open(cls, directory: str | os.PathLike, run_id: str, fp: dict, resume: bool) -> tuple[HistoryStore, LoadedHistory | None]:
+    def open(cls, directory: str | os.PathLike, run_id: str, fp: dict, resume: bool) -> tuple[HistoryWriter, LoadedHistory | None]:
         """Lock `directory` for a run; with `resume`, load the history there (if any) and check it is of this run.
 
         Returns the store and the loaded history (None for a new one). Raises HistoryError
@@ -125,16 +126,20 @@ class HistoryStore:
 
 
 def _write_run_record(directory: Path, run_id: str, fp: dict) -> None:
-    """Write run.arrow atomically: a temporary file, fsync'ed, renamed into place."""
     table = pa.table(
         {"format": [FORMAT], "run_id": [run_id], "created": [int(time.time() * 1e6)], "fingerprint": [json.dumps(fp)]},
         schema=RUN_SCHEMA,
     )
-    tmp = directory / f".{RUN_FILE}.tmp"
+    write_atomically(directory / RUN_FILE, table)
+
+
+def write_atomically(path: Path, table: pa.Table) -> None:
+    """Write `table` as the Arrow IPC file `path`, whole or not at all: a temporary file, fsync'ed, renamed into place."""
+    tmp = path.parent / f".{path.name}.tmp"
     with open(tmp, "wb") as f:
-        with pa.ipc.new_file(f, RUN_SCHEMA) as writer:
+        with pa.ipc.new_file(f, table.schema) as writer:
             writer.write_table(table)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, directory / RUN_FILE)
-    fsync_dir(directory)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)

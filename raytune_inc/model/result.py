@@ -10,10 +10,12 @@ from typing import Any
 from torch import nn
 
 from ..history.measures import Measure
+from ..pytorch.batches import as_inputs
+from ..pytorch.costs import Latency, ModelSize
+from ..pytorch.deployment import CompiledModel, DeployedAccuracy, check_deployed, compile_model
+from ..pytorch.qparams import Calibration
 from ..records import TuneResult
-from .calibration import Calibration
-from .deployment import CompiledModel, DeployedAccuracy, as_inputs, check_deployed, compile_model
-from .measure import Latency, ModelSize
+from .saved import save
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,7 @@ class ModelTuneResult(TuneResult):
     built with; `latency` the FP32 and tuned models timed on `example_inputs` (None without it);
     `size` their state_dict sizes; `skipped` the (op type, precision) pairs `skip_slower` left out,
     with why; `sensitivity` how far each op alone moves the model's output at each precision
-    (the relative squared error of the outputs on a calibration batch, see `sensitivity.py`);
+    (the relative squared error of the outputs on a calibration batch, see `pytorch/sensitivity.py`);
     `deployed` (with `example_inputs`) the accuracy of the compiled tuned model, as production
     sees it, beside the eager one and judged against the goal; `check_inputs` the batches
     `compile()` checks the compiled model on (the first calibration batch, `example_inputs`).
@@ -56,8 +58,6 @@ class ModelTuneResult(TuneResult):
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the tuned model to `directory` without pickle: the per-op config and calibration as JSON, the lowered
         ops' weights as safetensors. `raytune_inc.load(directory, fp32_model)` rebuilds it."""
-        from .saved import save
-
         return save(directory, self.model, self.fp32_model, self.config or {}, self.calibration or Calibration())
 
     def export(self, example_inputs: Any):
@@ -83,8 +83,9 @@ class ModelTuneResult(TuneResult):
                 ("tuned compiled", lat.tuned_compiled_ms),
             ):
                 out.append(Measure("latency", subject, value, "ms", note=f"{lat.device}, median of {lat.calls} calls"))
-        if self.deployed is not None:
-            out += self.deployed.measures()
+        if (deployed := self.deployed) is not None:
+            out.append(Measure("accuracy", "tuned eager", deployed.eager, note="eval_fn on the tuned model"))
+            out.append(Measure("accuracy", "tuned compiled", deployed.compiled, note=deployed.verdict))
         if self.size is not None:
             out += [Measure("size", "fp32", self.size.fp32_bytes, "bytes"), Measure("size", "tuned", self.size.tuned_bytes, "bytes")]
         for (op_type, precision), why in self.skipped.items():

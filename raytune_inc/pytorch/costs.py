@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .calibration import run_batch
+from .batches import run_batch
 from .deployment import compile_model
 
 

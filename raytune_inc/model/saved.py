@@ -17,12 +17,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..pytorch.checks import check_model
+from ..pytorch.digest import model_digest
+from ..pytorch.lowering import apply_config
+from ..pytorch.ops import discover_ops
+from ..pytorch.qparams import Calibration
 from ..space import FP32
 from ..versions import package_versions
-from .calibration import Calibration
-from .digest import model_digest
-from .evaluation import apply_config
-from .ops import discover_ops
 
 FORMAT = 1
 CONFIG_FILE, WEIGHTS_FILE = "tuned.json", "weights.safetensors"
@@ -96,8 +97,6 @@ def _differences(record: dict, fp32_model: nn.Module) -> str:
 def load(directory: str | os.PathLike, fp32_model: nn.Module) -> nn.Module:
     """The tuned model saved in `directory`, rebuilt on `fp32_model`, the FP32 model it was tuned from."""
     from safetensors.torch import load_file
-
-    from .tune import check_model
 
     directory = Path(directory)
     if not (directory / CONFIG_FILE).is_file() or not (directory / WEIGHTS_FILE).is_file():
