@@ -136,6 +136,21 @@ def _conservative(walk, ops, run_precisions, priority, state):
                     state["result"] = dict(accepted)
 
 
+def _default_first(walk, ops, run_precisions, priority, state):
+    """default_first (raytune_inc/strategies/default_first.py): every op at the most aggressive run precision it
+    supports; if that misses the goal, conservative from the start."""
+    default = {}
+    for name, _t, precisions in ops:
+        default[name] = "fp32"
+        for dtype in POOLS:
+            if dtype in run_precisions and dtype in precisions:
+                default[name] = dtype
+    if walk.meets(walk.accuracy_of(default)):
+        state["result"] = default
+        return
+    _conservative(walk, ops, run_precisions, priority, state)
+
+
 def _auto_mixed_precision(walk, ops, run_precisions, state):
     target = None
     for p in run_precisions:
@@ -231,6 +246,8 @@ def reference_tune(
             _conservative(walk, ops, tuple(precisions), op_type_priority, state)
         elif strategy == "auto_mixed_precision":
             _auto_mixed_precision(walk, ops, tuple(precisions), state)
+        elif strategy == "default_first":
+            _default_first(walk, ops, tuple(precisions), op_type_priority, state)
         else:
             raise ValueError(f"unknown strategy {strategy}")
     except _OutOfTrials:

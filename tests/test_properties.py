@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from reference import reference_op_type_order, reference_tune  # pytest's prepend import mode puts tests/ on sys.path
 
 from raytune_inc import AccuracyCriterion, ConservativeStrategy, Op, TuningSpace, tune_space
+from raytune_inc.strategies import DefaultFirstStrategy
 
 TYPES = ["Conv2d", "Linear", "MatMul", "BMM", "LayerNorm", "Embedding"]
 LOWER = ["bf16", "fp16", "int8_dynamic", "int8"]
@@ -107,6 +108,8 @@ def run_both(problem, strategy):
     strategy_arg = strategy
     if strategy == "conservative" and problem["priority"] is not None:
         strategy_arg = ConservativeStrategy(op_type_priority=problem["priority"])
+    if strategy == "default_first" and problem["priority"] is not None:
+        strategy_arg = DefaultFirstStrategy(ConservativeStrategy(op_type_priority=problem["priority"]))
     lib_eval = Evaluate(problem)
     try:
         res = tune_space(
@@ -135,7 +138,7 @@ def run_both(problem, strategy):
         higher_is_better=problem["higher"],
         max_trials=100 if problem["max_trials"] is None else problem["max_trials"],
         baseline=baseline,
-        op_type_priority=problem["priority"] if strategy == "conservative" else None,
+        op_type_priority=problem["priority"] if strategy in ("conservative", "default_first") else None,
         info=info,
     )
     return space, crit, res, lib_eval, ref, ref_eval, info, baseline
@@ -195,6 +198,22 @@ def test_conservative_equals_reference(problem):
     assert res.config == (met[-1].config if met else None)
     if met:
         assert res.accuracy == met[-1].accuracy
+
+
+@SETTINGS
+@given(problems())
+def test_default_first_equals_reference(problem):
+    out = run_both(problem, "default_first")
+    check_common(problem, *out)
+    res = out[2]
+    if res.trials:  # the first trial is the default config: every op at the most aggressive run precision it has
+        order = ["bf16", "fp16", "int8_dynamic", "int8"]
+        for name, _t, precisions in problem["ops"]:
+            mine = [p for p in order if p in precisions and p in problem["run_precisions"]]
+            assert res.trials[0].config[name] == (mine[-1] if mine else "fp32")
+        assert res.trials[0].stage == "default"
+        if res.trials[0].meets:  # it ends the walk
+            assert len(res.trials) == 1 and res.config == res.trials[0].config
 
 
 @SETTINGS

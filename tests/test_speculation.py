@@ -28,7 +28,7 @@ def make_run(space, evaluate, strategy, tolerable_loss, max_trials, baseline=Non
 @given(
     n_ops=st.integers(1, 16),
     seed=st.integers(0, 100_000),
-    strategy=st.sampled_from(["conservative", "auto_mixed_precision"]),
+    strategy=st.sampled_from(["conservative", "auto_mixed_precision", "default_first"]),
     tolerable_loss=st.sampled_from([0.0, 0.001, 0.003, 0.01, 0.05]),
     max_trials=st.integers(1, 40),
     workers=st.integers(1, 8),

@@ -1,9 +1,10 @@
-"""A batch as `tune` takes it (a tensor, a tuple or list of positional inputs, a dict of keyword inputs), and a model
-run on one."""
+"""A batch as `tune` takes it (a tensor, a tuple or list of positional inputs, a dict of keyword inputs, or a `Call` of
+both), and a model run on one."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -13,8 +14,19 @@ from .modules import model_device
 Inputs = tuple[tuple, dict]  # one call's positional and keyword inputs
 
 
+@dataclass(frozen=True)
+class Call:
+    """One call's positional and keyword inputs together: a batch for a model called with both (e.g. as a pipeline
+    calls it, recorded by a forward pre-hook)."""
+
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+
+
 def as_inputs(batch) -> Inputs:
     """`batch` as the positional and keyword inputs of one call."""
+    if isinstance(batch, Call):
+        return tuple(batch.args), dict(batch.kwargs)
     if isinstance(batch, Mapping):
         return (), dict(batch)
     if isinstance(batch, tuple | list):
