@@ -132,8 +132,8 @@ class TuneResult:
     goal; `accuracy` its accuracy. `trials` are the committed trials in strategy order;
     `history` has every evaluation, speculative ones included. `stop_reason` is
     "finished", "max_trials" or "timeout". `evaluations` counts the evaluations this
-    call ran (the baseline and speculative ones included; a resumed run does not count
-    the recorded ones it replayed); `wall_time` is the run's duration in
+    call ran (the baseline and speculative ones included, and those in flight when the run
+    ended, recorded as cancelled; a resumed run does not count the recorded ones it replayed); `wall_time` is the run's duration in
     seconds, `startup_time` the part of it before the first evaluation started (Ray
     and evaluator start-up), `first_trial_time` the part before the first trial's
     evaluation (not the baseline's) started (None when none did); `evaluator_startup`

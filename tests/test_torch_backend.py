@@ -313,7 +313,9 @@ def test_one_pool_holds_evaluators_of_several_shares_each_with_its_threads(net, 
     in_evaluators = [(float(cpus), int(threads)) for cpus, threads in seen if cpus != "None"]  # not the driver's baseline
     assert in_evaluators and {cpus for cpus, _ in in_evaluators} <= {1.0, 2.0}
     assert all(threads == cpus for cpus, threads in in_evaluators), in_evaluators
-    assert res.evaluations == len(seen)
+    # every evaluation wrote its line, except those the end of the run cancelled before their eval_fn began
+    cancelled = res.history.column("status").to_pylist().count("cancelled")
+    assert res.evaluations - cancelled <= len(seen) <= res.evaluations
     with pytest.raises(ValueError, match="num_gpus=1"):
         tune(net, ThreadsSeen(log, data), [data[:8]], workers=[Workers(1), Workers(1, num_gpus=1)])
 
