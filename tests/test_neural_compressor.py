@@ -29,6 +29,7 @@ from raytune_inc.neural_compressor import (
     quantization,
 )
 from raytune_inc.neural_compressor.config import AccuracyCriterion, TuningCriterion
+from raytune_inc.neural_compressor.fitting import NOT_BF16
 from raytune_inc.neural_compressor.quantization import bf16_supported, fit
 from raytune_inc.neural_compressor.utils.pytorch import load
 from raytune_inc.strategies import DefaultFirstStrategy
@@ -268,15 +269,17 @@ def test_mix_precision_fit_with_the_default_config_is_auto_mixed_precision(train
     converted = mix_precision.fit(model, conf, eval_func=top1, **FAST)
     res = converted.result
     assert res.strategy == "auto_mixed_precision"
-    assert res.trials[0].stage == "model-wise" and set(res.trials[0].config.values()) == {"bf16"}  # stage 1: every op in bf16
+    # stage 1: every op INC gives bf16 (the Linears) in bf16; the convolutions and the LayerNorm stay FP32
+    assert res.trials[0].stage == "model-wise"
+    assert {op for op, p in res.trials[0].config.items() if p == "bf16"} == {"fc1", "fc2"}
     assert set(res.config.values()) <= {"bf16", "fp32"} and "bf16" in res.config.values()
-    direct = tune(model, top1, None, strategy="auto_mixed_precision", precisions=("bf16",), **FAST)
+    direct = tune(model, top1, None, strategy="auto_mixed_precision", precisions=("bf16",), op_type_dict=NOT_BF16, **FAST)
     assert committed(direct) == committed(res)
     # INC's aliases: precision= for precisions, config= for conf
     alias = mix_precision.fit(model, config=MixedPrecisionConfig(precision="fp16"), eval_func=top1, **FAST)
     assert "fp16" in alias.result.config.values()
-    untuned = mix_precision.fit(model, MixedPrecisionConfig())  # no evaluation: every capable op in bf16
-    assert set(untuned.result.config.values()) == {"bf16"} and len(untuned.result.trials) == 1
+    untuned = mix_precision.fit(model, MixedPrecisionConfig())  # no evaluation: every op INC gives bf16, in bf16
+    assert untuned.result.config == res.trials[0].config and len(untuned.result.trials) == 1
 
 
 def test_fit_returns_none_when_no_config_meets_the_goal(trained):
@@ -570,3 +573,20 @@ def test_the_inc2_migration_example_runs_as_written(tmp_path):
     assert outcome["found"] and outcome["accuracy"] >= outcome["fp32_accuracy"] * 0.99
     assert "int8" in outcome["ops"].values() and (tmp_path / "saved").is_dir()
     assert "reloaded with utils.pytorch.load: same accuracy" in done.stdout
+
+
+def test_bf16_goes_where_inc_gives_it_linear_and_recurrent_modules_only(trained, monkeypatch):
+    model, xtr, _, _, _ = trained
+    monkeypatch.setattr(quantization, "bf16_supported", lambda: True)  # a CPU with native bf16, whatever this one has
+    seen = []
+
+    def eval_func(m: nn.Module) -> float:
+        seen.append({name: p.dtype for name, p in m.named_parameters()})
+        return 1.0
+
+    q_model = fit(model, PostTrainingQuantConfig(quant_level=0), calib_dataloader=[xtr[:64]], eval_func=eval_func, **FAST)
+    res = q_model.result
+    bf16 = {op for t in res.trials for op, p in t.config.items() if p == "bf16"}
+    assert bf16 == {"fc1", "fc2"}  # the Linears; not the convolutions nor the LayerNorm (INC's bf16 list has neither)
+    assert [t.stage for t in res.trials][:1] == ["bf16 type-wise"] and res.config["norm"] == "fp32"
+    assert any(d["fc1.weight"] == torch.bfloat16 for d in seen)

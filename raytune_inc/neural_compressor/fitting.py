@@ -18,6 +18,11 @@ from .model import PyTorchModel, q_config
 logger = logging.getLogger("raytune_inc.neural_compressor")
 
 # raytune-inc's own keyword arguments of `tune` that ride in fit's **kwargs, with tune's defaults
+# The module types INC 2.6's PyTorch adaptor gives bf16 in a quantization (pytorch_cpu.yaml's bf16 list, matched against
+# module class names: its functional names bmm, mm, addmm, _convolution, ... name no module)
+BF16_TYPES = ("Linear", "LSTM", "LSTMCell", "GRU", "GRUCell")
+# an op_type_dict rule: every other module type may take any precision but bf16
+NOT_BF16 = {f"(?!({'|'.join(BF16_TYPES)})$).*": ("fp32", "fp16", "int8_dynamic", "int8")}
 # INC 2.6's names of the strategies that run here
 INC_NAMES = {"default_first": "auto", "conservative": "conservative", "auto_mixed_precision": "automixedprecision"}
 OURS = ("workers", "checkpoint", "resume", "eval_timeout", "skip_slower", "sensitivity")
@@ -74,8 +79,10 @@ def run(
     options: dict,
     approach: str,
     extra: dict,
+    type_rules: dict[str, tuple[str, ...]] | None = None,
 ) -> PyTorchModel | None:
-    """`tune` with what the INC config says, then INC's answer: the tuned model wrapped, or None (with INC's log line)."""
+    """`tune` with what the INC config says (and `type_rules`, op_type_dict rules of the layer's own, applied with the
+    config's), then INC's answer: the tuned model wrapped, or None (with INC's log line)."""
     from ..model.tuning import tune
 
     tuning = conf.tuning_criterion
@@ -93,7 +100,7 @@ def run(
         accuracy=conf.accuracy_criterion.ours(),
         precisions=precisions,
         op_name_dict=our_op_dict("op_name_dict", conf.op_name_dict),
-        op_type_dict=our_op_dict("op_type_dict", conf.op_type_dict),
+        op_type_dict={**(our_op_dict("op_type_dict", conf.op_type_dict) or {}), **(type_rules or {})} or None,
         example_inputs=conf.example_inputs,
         **settings,
         **options,

@@ -10,7 +10,7 @@ from torch import nn
 from ..pytorch.checks import check_model
 from ..strategies import AutoMixedPrecisionStrategy, DefaultFirstStrategy
 from .config import MixedPrecisionConfig
-from .fitting import evaluation, our_options, refuse, run
+from .fitting import NOT_BF16, evaluation, our_options, refuse, run
 from .model import PyTorchModel
 
 
@@ -23,7 +23,8 @@ def fit(
     **kwargs: Any,
 ) -> PyTorchModel | None:
     """Mixed precision as INC 2.6's `mix_precision.fit` (`config=` is the alias of `conf`), tuned by raytune-inc's auto
-    mixed precision over the config's precisions less the excluded ones (the first of them is the target): the tuned
+    mixed precision over the config's precisions less the excluded ones (the first of them is the target; bf16 for the
+    module types INC 2.6 gives it, `fitting.BF16_TYPES`): the tuned
     model wrapped, or None when no config meets the goal; without `eval_func` and `eval_dataloader`, every capable op at
     the target, untuned. raytune-inc's own options of `tune` ride in `kwargs`, as in `quantization.fit`."""
     if conf is None:
@@ -36,4 +37,5 @@ def fit(
     eval_fn = evaluation(eval_func, eval_dataloader, eval_metric)
     precisions = tuple(p for p in conf.precisions if p not in conf.excluded_precisions)
     strategy = DefaultFirstStrategy(then=None) if eval_fn is None else AutoMixedPrecisionStrategy()
-    return run(model, conf, eval_fn, None, strategy, precisions, options, "mixed_precision", {})
+    # bf16 where INC 2.6's adaptor gives it (fp16, which INC 2.6 refuses for PyTorch, goes to every capable op)
+    return run(model, conf, eval_fn, None, strategy, precisions, options, "mixed_precision", {}, NOT_BF16 if "bf16" in precisions else None)

@@ -11,7 +11,7 @@ from ..pytorch.checks import check_model
 from ..strategies import ConservativeStrategy, DefaultFirstStrategy
 from .config import PostTrainingQuantConfig
 from .data import calibration_batches, check_dataloader, recorded_calibration
-from .fitting import evaluation, our_options, refuse, run
+from .fitting import NOT_BF16, evaluation, our_options, refuse, run
 from .model import PyTorchModel
 
 # INC 2.6's approaches as raytune-inc's precisions (bf16 joins them as INC adds it: see `precisions`)
@@ -30,7 +30,7 @@ def bf16_supported() -> bool:
 
 def precisions(conf: PostTrainingQuantConfig) -> tuple[str, ...]:
     """The precisions a quantization config tunes over: its approach's int8, with bf16 first where the CPU has native
-    bf16 and `excluded_precisions` does not name it (as INC 2.6 adds it)."""
+    bf16 and `excluded_precisions` does not name it (as INC 2.6 adds it, for the module types of `fitting.BF16_TYPES` only)."""
     ours = APPROACH_PRECISIONS[conf.short_approach]
     return ("bf16", *ours) if conf.use_bf16 and bf16_supported() else ours
 
@@ -82,4 +82,6 @@ def fit(
     else:
         strategy = DefaultFirstStrategy()
     extra = {"calib_sampling_size": conf.calibration_sampling_size[0], "calib_iteration": 0 if calib_data is None else len(calib_data)}
-    return run(model, conf, eval_fn, calib_data, strategy, precisions(conf), options, conf.approach, extra)
+    chosen = precisions(conf)
+    rules = NOT_BF16 if "bf16" in chosen else {}
+    return run(model, conf, eval_fn, calib_data, strategy, chosen, options, conf.approach, extra, rules)
