@@ -590,3 +590,20 @@ def test_bf16_goes_where_inc_gives_it_linear_and_recurrent_modules_only(trained,
     assert bf16 == {"fc1", "fc2"}  # the Linears; not the convolutions nor the LayerNorm (INC's bf16 list has neither)
     assert [t.stage for t in res.trials][:1] == ["bf16 type-wise"] and res.config["norm"] == "fp32"
     assert any(d["fc1.weight"] == torch.bfloat16 for d in seen)
+
+
+def test_a_fit_with_a_checkpoint_resumes_without_evaluating_again(trained, tmp_path):
+    model, xtr, ytr, xte, yte = trained
+    calls = []
+
+    def eval_func(m: nn.Module) -> float:
+        calls.append(1)
+        return digits.TestAccuracy()(m)
+
+    conf = PostTrainingQuantConfig(quant_level=0, accuracy_criterion=AccuracyCriterion(tolerable_loss=0.002))
+    args = {"calib_dataloader": DataLoader(TensorDataset(xtr, ytr), batch_size=32), "eval_func": eval_func, "sensitivity": False}
+    first = fit(model, conf, workers=0, checkpoint=tmp_path / "run", **args)
+    done = len(calls)
+    again = fit(model, conf, workers=0, checkpoint=tmp_path / "run", resume=True, **args)
+    assert len(calls) == done  # every trial answered from the history
+    assert committed(again.result) == committed(first.result) and again.result.config == first.result.config
