@@ -12,7 +12,6 @@ docs/neural_compressor.md has the table of what maps to what.
 from __future__ import annotations
 
 import numbers
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -152,6 +151,10 @@ class _Common:
     """What the quantization and mixed-precision configs share: device, backend, op dicts, criteria, quant_level."""
 
     def _common(self, device, backend, op_type_dict, op_name_dict, excluded_precisions, quant_level, accuracy, tuning, example_inputs):
+        """The shared fields, checked; None for the criteria or `excluded_precisions` means INC's defaults."""
+        accuracy = AccuracyCriterion() if accuracy is None else accuracy
+        tuning = TuningCriterion() if tuning is None else tuning
+        excluded_precisions = excluded_precisions or []
         self.device = _one_of("device", device, DEVICES)
         self.backend = _one_of("backend", backend, BACKENDS)
         self.op_type_dict = _op_dict("op_type_dict", op_type_dict)
@@ -225,10 +228,10 @@ class PostTrainingQuantConfig(_Common):
             backend,
             op_type_dict,
             op_name_dict,
-            excluded_precisions or [],
+            excluded_precisions,
             quant_level,
-            AccuracyCriterion() if accuracy_criterion is None else accuracy_criterion,
-            TuningCriterion() if tuning_criterion is None else tuning_criterion,
+            accuracy_criterion,
+            tuning_criterion,
             example_inputs,
         )
         self.domain = _one_of("domain", domain, DOMAINS)
@@ -328,10 +331,10 @@ class MixedPrecisionConfig(_Common):
             backend,
             op_type_dict,
             op_name_dict,
-            excluded_precisions or [],
+            excluded_precisions,
             quant_level,
-            AccuracyCriterion() if accuracy_criterion is None else accuracy_criterion,
-            TuningCriterion() if tuning_criterion is None else tuning_criterion,
+            accuracy_criterion,
+            tuning_criterion,
             example_inputs,
         )
         if isinstance(precisions, str):
@@ -407,9 +410,4 @@ def our_op_dict(name: str, value: Mapping | None) -> dict[str, tuple[str, ...]] 
     """An INC op dict as `tune` takes it (regex -> allowed precisions); regexes are checked by `tune`."""
     if not value:
         return None
-    for key in value:
-        try:
-            re.compile(key)
-        except re.error as exc:
-            raise ValueError(f"{name} key {key!r} is not a valid regex ({exc}); fix it, or match it literally with re.escape") from None
     return {key: allowed_precisions(name, key, spec) for key, spec in value.items()}
