@@ -17,7 +17,6 @@ from .model import PyTorchModel, q_config
 
 logger = logging.getLogger("raytune_inc.neural_compressor")
 
-# raytune-inc's own keyword arguments of `tune` that ride in fit's **kwargs, with tune's defaults
 # The module types INC 2.6's PyTorch adaptor gives bf16 in a quantization (pytorch_cpu.yaml's bf16 list, matched against
 # module class names: its functional names bmm, mm, addmm, _convolution, ... name no module)
 BF16_TYPES = ("Linear", "LSTM", "LSTMCell", "GRU", "GRUCell")
@@ -25,6 +24,7 @@ BF16_TYPES = ("Linear", "LSTM", "LSTMCell", "GRU", "GRUCell")
 NOT_BF16 = {f"(?!({'|'.join(BF16_TYPES)})$).*": ("fp32", "fp16", "int8_dynamic", "int8")}
 # INC 2.6's names of the strategies that run here
 INC_NAMES = {"default_first": "auto", "conservative": "conservative", "auto_mixed_precision": "automixedprecision"}
+# raytune-inc's own keyword arguments of `tune` that ride in fit's **kwargs, with tune's defaults
 OURS = ("workers", "checkpoint", "resume", "eval_timeout", "skip_slower", "sensitivity")
 
 
