@@ -342,29 +342,68 @@ def test_no_op_is_inside_another(data):
     assert 0 < (lowered(x) - model(x)).abs().max() < 0.1
 
 
-def test_a_trials_model_is_freed_when_the_trial_ends(net, data):
-    import gc
-    import weakref
-
-    evaluation = ModelEvaluation(net, agreement(net, data), calibrate(net, [data[:8]], discover_ops(net).names))
+def test_a_trial_is_applied_in_place_and_the_model_is_put_back_after_it(data):
+    torch.manual_seed(0)
+    net = Net().eval()
+    before = {name: module for name, module in net.named_modules()}
+    weights = {k: v.clone() for k, v in net.state_dict().items()}
+    expected = net(data)
+    calibration = calibrate(net, [data[:8]], discover_ops(net).names)
+    evaluation = ModelEvaluation(net, agreement(net, data), calibration, lowered_cache=1.0)  # room for every module
     seen = []
 
     def eval_fn(model):
-        seen.append((weakref.ref(model), weakref.ref(model.body[0]), model.body[1], model.head))
-        return 1.0
+        seen.append((model, model.body[1], model.head, model.body[2], [m.training for m in model.modules()]))
+        return float((model(data) - expected).abs().max())
 
     evaluation.eval_fn = eval_fn
     config = {"conv": "int8", "body.1": "int8", "body.2": "bf16", "head": "int8_dynamic"}
-    evaluation(config)  # the first quantization in a process keeps one model in torchao's one-time set-up
-    gc.disable()  # no collector: only reference counting may free it
-    try:
-        evaluation(config)
-        model, flatten, lowered, dynamic = seen[1]
-        assert model() is None and flatten() is None, "the trial's model outlived its trial (a reference cycle)"
-        # Each op's lowered module is built once per process and reused, not built again per trial.
-        assert lowered is seen[0][2] and dynamic is seen[0][3] and len(evaluation._lowered) == 4
-    finally:
-        gc.enable()
+    net.body.train()  # a module in training mode is evaluated in eval mode, and left in training mode after
+    first = evaluation(config)
+    model, lowered, dynamic, cast, modes = seen[0]
+    # The trial ran on the model itself, no copy, with the lowered modules in place of the FP32 ones, in eval mode.
+    assert model is net and isinstance(lowered, QuantizedLinear) and lowered is not before["body.1"]
+    assert not any(modes) and 0 < first < 1
+    # After it, the model is as it was: the same module objects, weights and training flags.
+    assert {name: module for name, module in net.named_modules()} == before
+    assert net.body.training and net.body[1].training and not net.training
+    assert all(torch.equal(v, weights[k]) for k, v in net.state_dict().items())
+    torch.testing.assert_close(net.eval()(data), expected, rtol=0, atol=0)
+    # Each op's lowered module is built once and reused by the next trial, which gives the same value.
+    assert evaluation(config) == first
+    assert seen[1][1] is lowered and seen[1][2] is dynamic and seen[1][3] is cast
+    stats = evaluation.cache.stats()
+    assert stats["modules"] == 4 and stats["hits"] >= 4 and stats["bytes"] <= stats["budget"]
+
+
+def test_the_lowered_cache_keeps_its_budget_and_evicts_the_least_recently_used(net, data):
+    calibration = calibrate(net, [data[:8]], discover_ops(net).names)
+    evaluation = ModelEvaluation(net, agreement(net, data), calibration, lowered_cache=0)
+    assert evaluation.cache.budget == 0
+    value = evaluation({"body.1": "int8", "head": "int8"})
+    assert len(evaluation.cache) == 0 and evaluation.cache.evicted == 2  # nothing kept past its trial
+    assert evaluation({"body.1": "int8", "head": "int8"}) == value  # built again, the same
+
+    from raytune_inc.pytorch.lowering import LoweredCache
+
+    def module(kib: int) -> nn.Module:  # a module of `kib` KiB of float32 weights
+        return nn.Linear(kib * 256, 1, bias=False)
+
+    cache = LoweredCache(budget=3 * 1024)
+    cache["a", "int8"], cache["b", "int8"], cache["c", "int8"] = module(1), module(1), module(1)
+    cache["a", "int8"]  # used again: now the most recent
+    cache["d", "int8"] = module(1)  # over the budget: the least recently used goes as it comes
+    assert list(cache) == [("c", "int8"), ("a", "int8"), ("d", "int8")] and cache.evicted == 1
+    assert cache.bytes == 3 * 1024 and cache.peak_bytes == 3 * 1024
+    # A trial's modules are pinned while it runs: they stay even where they alone are over the budget, and the others
+    # go as they come; after the trial the cache is trimmed to its budget again.
+    with cache.pin({("e", "int8"), ("f", "int8")}):
+        cache["e", "int8"], cache["f", "int8"] = module(2), module(2)
+        assert list(cache) == [("e", "int8"), ("f", "int8")] and cache.bytes == 4 * 1024
+    assert list(cache) == [("f", "int8")] and cache.bytes == 2 * 1024 and cache.peak_bytes == 4 * 1024
+    assert cache.stats() == {"modules": 1, "bytes": 2048, "peak_bytes": 4096, "budget": 3072, "hits": 0, "misses": 0, "evicted": 5}
+    with pytest.raises(ValueError, match="lowered_cache"):
+        ModelEvaluation(net, agreement(net, data), calibration, lowered_cache=-1)
 
 
 class TinyEncoder(nn.Module):

@@ -43,6 +43,14 @@ class ModelTuneResult(TuneResult):
     deployed: DeployedAccuracy | None = None
     check_inputs: tuple = field(default=(), repr=False)
 
+    @property
+    def model_dtype(self) -> str:
+        """The dtype the model was tuned from, by name ("fp32", "bf16", "fp16"): what "fp32" in `config` and the
+        history means, "as the model has it" (also in the history's metadata, "model_dtype")."""
+        from ..pytorch.dtypes import model_dtype
+
+        return model_dtype(self.fp32_model) if self.fp32_model is not None else "fp32"
+
     def compile(self) -> CompiledModel:
         """The tuned model compiled for inference on its device (`torch.compile` with inductor freezing, which int8
         convolutions and linears need to run on oneDNN's int8 kernels), checked before it is returned: called three

@@ -23,12 +23,14 @@ from ..pytorch.checks import check_calibration_data, check_example_inputs, check
 from ..pytorch.costs import ModelSize, measure_latency, state_dict_bytes
 from ..pytorch.deployment import checked, compile_model, deployed_accuracy
 from ..pytorch.digest import model_digest
-from ..pytorch.model_evaluation import ModelEvaluation
+from ..pytorch.dtypes import model_dtype
+from ..pytorch.model_evaluation import LOWERED_CACHE, ModelEvaluation, check_lowered_cache
 from ..pytorch.modules import model_device
 from ..pytorch.ops import discover_ops, reachable
 from ..pytorch.precisions import needs_calibration
 from ..pytorch.qparams import Calibration
 from ..pytorch.sensitivity import Sensitivity
+from ..pytorch.shared import SharedModel
 from ..pytorch.speed import without_slower
 from ..records import TuneResult
 from ..run import TuningRun
@@ -59,6 +61,7 @@ def tune(
     skip_slower: bool = False,
     sensitivity: bool = True,
     eval_timeout: float | None = None,
+    lowered_cache: float = LOWERED_CACHE,
 ) -> ModelTuneResult:
     """Find the most lowered version of the FP32 `model` whose `eval_fn(model)` meets the goal.
 
@@ -79,10 +82,16 @@ def tune(
     run, and guides the speculation as soon as it is ready (never the result). `eval_timeout`
     (seconds; None or 0: no limit) applies to each `eval_fn` call, the baseline's in this process
     included: one that takes longer is an errored trial (a baseline that takes longer stops the
-    run). Everything else is as in `tune_space`.
+    run). Trials are applied to the model in place (see `ModelEvaluation`); each evaluator keeps the
+    lowered modules it built, at most `lowered_cache` times the model's bytes (least recently used
+    ones evicted). A model in bf16 or fp16 is tuned from its own dtype: "fp32" in configs and the
+    history then means "as the model has it" (`res.model_dtype`, and the history's metadata say
+    which). Everything else is as in `tune_space`.
     """
     settings = RunSettings(strategy, accuracy, precisions, max_trials, timeout, workers, checkpoint, resume, eval_timeout)
-    tuning = ModelTuning(model, eval_fn, calib_data, settings, op_name_dict, op_type_dict, example_inputs, skip_slower, sensitivity)
+    tuning = ModelTuning(
+        model, eval_fn, calib_data, settings, op_name_dict, op_type_dict, example_inputs, skip_slower, sensitivity, lowered_cache
+    )
     executor = make_executor(settings.workers, warm=warm_modules(model, eval_fn))
     try:
         if executor.parallel:
@@ -111,8 +120,10 @@ class ModelTuning:
         example_inputs: Any = None,
         skip_slower: bool = False,
         sensitivity: bool = True,
+        lowered_cache: float = LOWERED_CACHE,
     ):
         check_model(model)
+        check_lowered_cache(lowered_cache)
         if not callable(eval_fn):
             raise TypeError(f"eval_fn must be callable (model -> accuracy), got {type(eval_fn).__name__}")
         self.space = discover_ops(model, op_name_dict, op_type_dict)
@@ -127,6 +138,7 @@ class ModelTuning:
         self.model, self.eval_fn, self.calib_data, self.settings = model, eval_fn, calib_data, settings
         self.example_inputs, self.skip_slower, self.measure_sensitivity = example_inputs, skip_slower, sensitivity
         self.device = model_device(model)
+        self.lowered_cache = lowered_cache
 
     def run(self, executor: Executor) -> ModelTuneResult:
         """Calibrate, settle the space, run it on `executor` (launched or not), and make the result."""
@@ -140,14 +152,19 @@ class ModelTuning:
         sensitivity = None
         if self.measure_sensitivity and self.calib_data is not None:
             sensitivity = Sensitivity(model, space, calibration, self.calib_data, precisions)
-        evaluation = ModelEvaluation(model, self.eval_fn, calibration, warmup=self.first_batch)
+        evaluation = ModelEvaluation(model, self.eval_fn, calibration, warmup=self.first_batch, lowered_cache=self.lowered_cache)
         run = TuningRun(
             space,
             evaluation,
             self.settings,
             # Speculating evaluators take the sensitivity as their prior from when it is measured, in a thread.
             prior=sensitivity.table if sensitivity is not None and executor.parallel else None,
-            extras={"model": model_digest(model), "torch": package_version("torch"), "torchao": package_version("torchao")},
+            extras={
+                "model": model_digest(model),
+                "model_dtype": model_dtype(model),
+                "torch": package_version("torch"),
+                "torchao": package_version("torchao"),
+            },
         )
 
         def prepare(run: TuningRun) -> None:
@@ -166,6 +183,9 @@ class ModelTuning:
             raise
         if sensitivity is not None:
             sensitivity.stop()
+        # The evaluators (and what they hold: their lowered modules, the object store's copy of the weights) go before
+        # the tuned model is built beside the model.
+        executor.close()
         return self.result(run, res, evaluation, skipped, sensitivity)
 
     def result(
@@ -208,12 +228,14 @@ class ModelTuning:
         return result
 
 
-def check_picklable(*objects: Any) -> None:
-    """Refuse what cannot go to the evaluators (they get it through Ray's object store, pickled)."""
+def check_picklable(model: nn.Module, *objects: Any) -> None:
+    """Refuse what cannot go to the evaluators (they get it through Ray's object store, pickled). The model is pickled
+    as they get it, a `SharedModel`, whose weights are out-of-band buffers: they are handed to a callback that keeps
+    nothing, so the check costs the model's structure, not a copy of its weights."""
     from ray import cloudpickle
 
     try:
-        cloudpickle.dumps(objects)
+        cloudpickle.dumps((SharedModel(model), *objects), protocol=5, buffer_callback=lambda buffer: None)
     except Exception as exc:
         raise TypeError(
             f"the model, eval_fn and calib_data must be picklable to go to the evaluators: {type(exc).__name__}: {exc}"

@@ -1,4 +1,4 @@
-"""Calibration: the FP32 model run once on the calibration data, recording what the precision handlers need.
+"""Calibration: the model run once on the calibration data, recording what the precision handlers need.
 
 - Static int8 activations: each calibrated op's input goes through the observer PyTorch's
   x86 int8 flow uses (`X86InductorQuantizer`'s default config in torchao's pt2e: a histogram
@@ -7,6 +7,9 @@
 - The input shape each op saw first (for timing an op alone).
 - Which BatchNorm directly follows which convolution (its only input is the convolution's
   output), so that an int8 convolution can absorb it, as pt2e folds it.
+
+A model in bf16 or fp16 calibrates as it is: the observers see its activations (and weights) converted to
+float32, which holds every bf16 / fp16 value exactly, so the qparams are those of the values the model computes.
 
 What it records is small and plain (floats, ints, names), so that the driver calibrates once
 and hands the result to every evaluator.
@@ -115,23 +118,30 @@ class _Recorder:
             h.remove()
 
 
+def _tolerance(dtype: torch.dtype) -> tuple[float, float]:
+    """(rtol, atol per unit of the largest value) of `_close` for outputs in `dtype`: 1e-3 and 1e-4 in float32, four
+    of the dtype's eps in bf16 / fp16 (a folded BatchNorm rounds its scale into the weights once more, a few ulps;
+    one that must not be folded changes the output by as much as its scale and shift, far more)."""
+    eps = torch.finfo(dtype).eps if dtype.is_floating_point else 0.0
+    return max(1e-3, 4 * eps), max(1e-4, 4 * eps)
+
+
 def _close(a, b) -> bool:
     leaves_a, leaves_b = tree_leaves(a), tree_leaves(b)
     if len(leaves_a) != len(leaves_b):
         return False
     for x, y in zip(leaves_a, leaves_b, strict=True):
         if isinstance(x, torch.Tensor) and x.is_floating_point():
-            if (
-                not isinstance(y, torch.Tensor)
-                or x.shape != y.shape
-                or not torch.allclose(x, y, rtol=1e-3, atol=1e-4 * (1 + float(x.abs().max())))
-            ):
+            if not isinstance(y, torch.Tensor) or x.shape != y.shape:
+                return False
+            rtol, atol = _tolerance(x.dtype)
+            if not torch.allclose(x.float(), y.float(), rtol=rtol, atol=atol * (1 + float(x.abs().max()))):
                 return False
     return True
 
 
 def _foldable(model: nn.Module, pairs: Mapping[str, str], batch, expected) -> dict[str, str]:
-    """The pairs whose folding leaves the FP32 model's output as it was (a convolution output that something else
+    """The pairs whose folding leaves the model's output as it was (a convolution output that something else
     reads too cannot absorb the BatchNorm after it)."""
 
     def folded_output(chosen: Mapping[str, str]):
@@ -154,7 +164,7 @@ def calibrate(
     shaped: Iterable[str] = (),
     precisions: Iterable[str] = LOWER_PRECISIONS,
 ) -> Calibration:
-    """Run the FP32 model on `calib_data` once: the static activation qparams of the ops in `observed`, and the per
+    """Run the model (in its own dtype) on `calib_data` once: the static activation qparams of the ops in `observed`, and the per
     channel scales of the weight their calibrated handler at one of `precisions` quantizes (see `precisions.Handler`);
     the first input shape of those and of `shaped`; the BatchNorm each op whose handler folds one absorbs."""
     if calib_data is None:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 
-def tensor_chunks(tensor: torch.Tensor) -> Iterator[bytes]:
+def tensor_chunks(tensor: torch.Tensor) -> Iterator[bytes | memoryview]:
     """The bytes that identify a tensor: its kind, dtype and shape, then its values, for any tensor.
 
     0-dim tensors (BatchNorm's `num_batches_tracked`), bool, complex, quantized, sparse,
@@ -41,7 +41,8 @@ def tensor_chunks(tensor: torch.Tensor) -> Iterator[bytes]:
     if t.dtype == torch.bool:
         t = t.to(torch.uint8)
     # reshape(-1): a 0-dim tensor cannot be viewed as bytes when its elements are wider than one byte
-    yield t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+    # A view of the bytes, not a copy of them: hashlib reads the buffer as it is.
+    yield memoryview(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
 
 
 def model_digest(model: nn.Module) -> str:

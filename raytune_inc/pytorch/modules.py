@@ -60,3 +60,21 @@ def fold_batchnorm(conv: nn.Module, norm: nn.Module) -> nn.Module:
     finally:
         conv.train(conv_mode)
         norm.train(norm_mode)
+
+
+def tensor_bytes(tensor: torch.Tensor) -> int:
+    """The bytes a tensor holds: its elements, or for a tensor subclass (torchao's int8 weights) its inner tensors'."""
+    from torch.utils._python_dispatch import is_traceable_wrapper_subclass
+
+    if is_traceable_wrapper_subclass(tensor):
+        names, _ = tensor.__tensor_flatten__()
+        return sum(tensor_bytes(getattr(tensor, name)) for name in names)
+    return tensor.numel() * tensor.element_size()
+
+
+def module_bytes(module: nn.Module) -> int:
+    """The bytes of a module's parameters and buffers (each distinct tensor once), without serializing anything."""
+    seen: dict[int, torch.Tensor] = {}
+    for t in (*module.parameters(), *module.buffers()):
+        seen.setdefault(id(t), t)
+    return sum(tensor_bytes(t) for t in seen.values())

@@ -39,6 +39,7 @@ from torch import nn
 
 from ..space import LOWER_PRECISIONS
 from . import import_torchao
+from .dtypes import module_dtype
 from .modules import CONVOLUTIONS, as_linear, has_floating_weights, is_transposed_linear
 from .qparams import OpStats
 from .quantized import QuantizedLinear, quantized_conv
@@ -129,17 +130,23 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 class CastBoundary:
     """The forward hooks of a module run in `dtype`: floating inputs cast to it on the way in, outputs cast back to the
-    input's dtype on the way out. An object rather than closures, so that a lowered model pickles."""
+    first floating positional input's dtype on the way out (to `out_dtype`, the module's dtype before the cast, where
+    there is none: an Embedding's indices, inputs given by keyword). An object rather than closures, so that a lowered model pickles."""
 
-    def __init__(self, dtype: torch.dtype):
+    def __init__(self, dtype: torch.dtype, out_dtype: torch.dtype = torch.float32):
         self.dtype = dtype
+        self.out_dtype = out_dtype
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update({"out_dtype": torch.float32, **state})  # one pickled before out_dtype was kept
 
     @staticmethod
     def _cast(x, to: torch.dtype):
         return x.to(to) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
 
     def before(self, module: nn.Module, args: tuple, kwargs: dict):
-        module._raytune_out_dtype = next((a.dtype for a in args if isinstance(a, torch.Tensor) and a.is_floating_point()), torch.float32)
+        floating = (a.dtype for a in args if isinstance(a, torch.Tensor) and a.is_floating_point())
+        module._raytune_out_dtype = next(floating, self.out_dtype)
         return tuple(self._cast(a, self.dtype) for a in args), {k: self._cast(v, self.dtype) for k, v in kwargs.items()}
 
     def after(self, module: nn.Module, args: tuple, kwargs: dict, out):
@@ -150,7 +157,7 @@ class CastBoundary:
 def cast_module(module: nn.Module, dtype: torch.dtype) -> nn.Module:
     """Run `module` in bf16/fp16, in place: its weights cast, its inputs and outputs converted at its boundary (hooks,
     so names and parents' access to its weights stay as they were)."""
-    boundary = CastBoundary(dtype)
+    boundary = CastBoundary(dtype, module_dtype(module) or torch.float32)
     module.to(dtype)
     module.register_forward_pre_hook(boundary.before, with_kwargs=True)
     module.register_forward_hook(boundary.after, with_kwargs=True)
@@ -161,8 +168,14 @@ def _cast_to(dtype: torch.dtype) -> Lower:
     return lambda module, stats: cast_module(module, dtype)
 
 
+def _castable_to(dtype: torch.dtype) -> Callable[[nn.Module], bool]:
+    """A module with floating weights of its own that are not all in `dtype` already (for a module of a bf16 model,
+    bf16 would change nothing: it is no precision of it; fp16 is)."""
+    return lambda module: has_floating_weights(module) and module_dtype(module) != dtype
+
+
 for _name, _dtype in DTYPES.items():
-    register(_name, "any module with floating weights of its own", has_floating_weights)(_cast_to(_dtype))
+    register(_name, "any module with floating weights of its own, not in that dtype already", _castable_to(_dtype))(_cast_to(_dtype))
 
 
 # ---------------------------------------------------------------- int8_dynamic, int8

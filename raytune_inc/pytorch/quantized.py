@@ -30,6 +30,15 @@ from .qparams import OpStats
 _qd = torch.ops.quantized_decomposed
 U8_MIN, U8_MAX = 0, 255  # activations: uint8 with a zero point (X86InductorQuantizer's default)
 I8_MIN, I8_MAX = -128, 127  # weights: int8, symmetric per output channel
+# The dtype an op computes in, by the model's dtype (the dtype it takes and returns). A bf16 model's op is pt2e's
+# int8-mixed-bf16: the dequantized activation and weight converted to bf16, the linear / conv in bf16 (inductor
+# matches that pattern too, with a bf16 output). inductor has no int8-mixed-fp16 pattern: an fp16 model's op computes
+# in float32, the int8-mixed-fp32 pattern, its output converted to fp16.
+COMPUTE_DTYPES = {torch.float32: torch.float32, torch.bfloat16: torch.bfloat16, torch.float16: torch.float32}
+
+
+def _to(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return x if x.dtype == dtype else x.to(dtype)
 
 
 class QuantizedModule(nn.Module):
@@ -45,6 +54,8 @@ class QuantizedModule(nn.Module):
         for key, value in vars(module).items():
             if key == "_reversed_padding_repeated_twice" or (not key.startswith("_") and key != "training"):
                 object.__setattr__(self, key, value)  # hyperparameters: plain values
+        # The dtype the op takes and returns: the model's (its weight's, before quantization).
+        self.out_dtype = weight.dtype if weight.dtype in COMPUTE_DTYPES else torch.float32
         weight = weight.detach().float()
         if len(stats.weight_scale) != weight.shape[0]:
             raise ValueError(
@@ -55,20 +66,36 @@ class QuantizedModule(nn.Module):
         self.register_buffer("weight_int8", _qd.quantize_per_channel(weight, scale, zero_point, 0, I8_MIN, I8_MAX, torch.int8))
         self.register_buffer("weight_scale", scale.float())
         self.register_buffer("weight_zero_point", zero_point.to(torch.int64))
-        self.bias = None if bias is None else nn.Parameter(bias.detach().float().clone(), requires_grad=False)
+        bias_dtype = self.compute_dtype
+        self.bias = None if bias is None else nn.Parameter(bias.detach().to(bias_dtype, copy=True), requires_grad=False)
         self.input_scale = float(stats.input_scale)
         self.input_zero_point = int(stats.input_zero_point)
 
     @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the op computes in: bf16 for a bf16 model (pt2e's int8-mixed-bf16), else float32."""
+        return COMPUTE_DTYPES[self.out_dtype]
+
+    @property
     def weight(self) -> torch.Tensor:
-        return self.dequantized_weight()
+        return self.dequantized_weight().to(self.out_dtype)
 
     def quantized_input(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` quantized to uint8 and back, in the dtype the op computes in."""
         s, z = self.input_scale, self.input_zero_point
-        return _qd.dequantize_per_tensor(_qd.quantize_per_tensor(x, s, z, U8_MIN, U8_MAX, torch.uint8), s, z, U8_MIN, U8_MAX, torch.uint8)
+        q = _qd.quantize_per_tensor(x, s, z, U8_MIN, U8_MAX, torch.uint8)
+        return _to(_qd.dequantize_per_tensor(q, s, z, U8_MIN, U8_MAX, torch.uint8), self.compute_dtype)
 
-    def dequantized_weight(self) -> torch.Tensor:
-        return _qd.dequantize_per_channel(self.weight_int8, self.weight_scale, self.weight_zero_point, 0, I8_MIN, I8_MAX, torch.int8)
+    def dequantized_weight(self, weight_int8: torch.Tensor | None = None) -> torch.Tensor:
+        """The int8 weight (or `weight_int8`, a view of it) dequantized, in the dtype the op computes in."""
+        w = self.weight_int8 if weight_int8 is None else weight_int8
+        return _to(
+            _qd.dequantize_per_channel(w, self.weight_scale, self.weight_zero_point, 0, I8_MIN, I8_MAX, torch.int8), self.compute_dtype
+        )
+
+    def output(self, out: torch.Tensor) -> torch.Tensor:
+        """The op's result in the model's dtype."""
+        return _to(out, self.out_dtype)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, input_scale={self.input_scale:.4g}, input_zero_point={self.input_zero_point}"
@@ -81,7 +108,7 @@ class QuantizedLinear(QuantizedModule, nn.Linear):
         self._quantize_from(linear, linear.weight, linear.bias, stats)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.quantized_input(x), self.dequantized_weight(), self.bias)
+        return self.output(F.linear(self.quantized_input(x), self.dequantized_weight(), self.bias))
 
 
 class _QuantizedConv(QuantizedModule):
@@ -96,7 +123,7 @@ class _QuantizedConv(QuantizedModule):
         x, padding = self.quantized_input(x), self.padding
         if self.padding_mode != "zeros":
             x, padding = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode), 0
-        return self._convolution(x, self.dequantized_weight(), self.bias, self.stride, padding, self.dilation, self.groups)
+        return self.output(self._convolution(x, self.dequantized_weight(), self.bias, self.stride, padding, self.dilation, self.groups))
 
 
 class QuantizedConv1d(_QuantizedConv, nn.Conv1d):
@@ -108,9 +135,7 @@ class QuantizedConv1d(_QuantizedConv, nn.Conv1d):
         padding = self.padding
         if self.padding_mode != "zeros":
             x, padding = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode), (0,)
-        weight = _qd.dequantize_per_channel(
-            self.weight_int8.unsqueeze(2), self.weight_scale, self.weight_zero_point, 0, I8_MIN, I8_MAX, torch.int8
-        )
+        weight = self.dequantized_weight(self.weight_int8.unsqueeze(2))
         out = F.conv2d(
             self.quantized_input(x.unsqueeze(-2)),
             weight,
@@ -120,7 +145,7 @@ class QuantizedConv1d(_QuantizedConv, nn.Conv1d):
             (1, *self.dilation),
             self.groups,
         )
-        return out.squeeze(-2)
+        return self.output(out.squeeze(-2))
 
 
 class QuantizedConv2d(_QuantizedConv, nn.Conv2d):

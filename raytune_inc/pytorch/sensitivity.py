@@ -1,19 +1,27 @@
-"""How much each op alone moves the model's output, at each precision: a cheap proxy for its accuracy loss.
+"""How much each op alone moves its own output, at each precision: a cheap proxy for its accuracy loss.
 
-For each op and each precision of the run, the op alone is lowered (the rest of the model FP32)
-and the model runs on a calibration batch; the sensitivity is the relative squared error of its
-outputs against FP32's, sum ||y - y_fp32||^2 / sum ||y_fp32||^2 over every floating output.
-Errors of different ops are roughly independent, so their squared errors add up, as accuracy
-losses do: the speculation maps this proxy to expected accuracy loss with one scale fitted on the
-real results (`pass_model.PassModel`). Forward passes only, one per (op, precision), on a
-private copy of the model (the caller's model is never touched, so this may run in a thread
-while the run goes on).
+For each op and each precision of the run, the op is lowered and run on the very inputs it gets
+in the FP32 model on a calibration batch, captured by a forward hook during one FP32 forward
+pass; the sensitivity is the relative squared error of the lowered op's outputs against the FP32
+op's, sum ||y - y_fp32||^2 / sum ||y_fp32||^2 over every floating output. An op that absorbs the
+BatchNorm after it is compared at the BatchNorm's output. Errors of different ops are roughly
+independent, so their squared errors add up, as accuracy losses do: the speculation maps this
+proxy to expected accuracy loss with one scale fitted on the real results
+(`pass_model.PassModel`).
+
+It costs one forward pass of the model per calibration batch measured, plus building and running
+each (op, precision) once on its captured input: O(ops) work, whatever the model's depth, where
+a forward pass of the whole model per (op, precision) would grow with the model squared. Memory:
+one lowered op at a time beside the model, which is only observed (hooks, removed after), never
+copied nor changed, so this may run in a thread while the run goes on (the run evaluates on its
+evaluators, not on this process's model).
 """
 
 from __future__ import annotations
 
-import copy
+import math
 import threading
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -23,7 +31,7 @@ from torch.utils._pytree import tree_leaves
 
 from ..space import FP32, TuningSpace
 from .batches import run_batch
-from .lowering import swaps
+from .lowering import absorbed, lowered_op
 from .qparams import Calibration
 
 
@@ -42,6 +50,69 @@ def relative_error(out, reference: list[torch.Tensor]) -> float:
     return value if value == value else float("inf")  # NaN: the lowered op broke the output
 
 
+class _Stopped(Exception):
+    """Raised from a hook to end the forward pass when the measurement is told to stop."""
+
+
+class _OpErrors:
+    """The forward hooks of one measurement: each op of `wanted` lowered at each of its precisions and run on the
+    inputs it was just called with, its error against what the FP32 op (or the BatchNorm it absorbs) returned."""
+
+    def __init__(self, model: nn.Module, calibration: Calibration, wanted: dict[str, list[str]], stop: threading.Event | None):
+        self.model, self.calibration, self.stop = model, calibration, stop
+        self.errors: dict[tuple[str, str], list[float]] = defaultdict(list)
+        self.by_output: dict[str, list[tuple[str, str]]] = defaultdict(list)  # module -> (op, precision) judged at its output
+        for name, precisions in wanted.items():
+            for precision in precisions:
+                self.by_output[absorbed(model, name, precision, calibration) or name].append((name, precision))
+        self.inputs: dict[str, tuple[tuple, dict]] = {}  # op -> the inputs of its last call
+        # A lowered op is built from a copy of the op, hooks included: while one runs, these hooks do nothing.
+        self.judging = False
+
+    def register(self) -> list:
+        handles = []
+        for name in {name for pairs in self.by_output.values() for name, _ in pairs}:
+            handles.append(self.model.get_submodule(name).register_forward_pre_hook(self._capture(name), with_kwargs=True))
+        for output in self.by_output:
+            handles.append(self.model.get_submodule(output).register_forward_hook(self._judge(output), with_kwargs=True))
+        return handles
+
+    def _capture(self, name: str):
+        def hook(module, args, kwargs):
+            if self.judging:
+                return
+            if self.stop is not None and self.stop.is_set():
+                raise _Stopped
+            self.inputs[name] = (args, kwargs)
+
+        return hook
+
+    def _judge(self, output: str):
+        def hook(module, args, kwargs, out):
+            if self.judging:
+                return
+            reference = _floating(out)
+            for name, precision in self.by_output[output]:
+                if self.stop is not None and self.stop.is_set():
+                    raise _Stopped
+                op_args, op_kwargs = self.inputs[name]
+                try:
+                    lowered = lowered_op(self.model, name, precision, self.calibration)
+                except Exception:
+                    continue  # a pair that cannot be built here is simply left unmeasured
+                self.judging = True
+                try:
+                    error = relative_error(lowered(*op_args, **op_kwargs), reference)
+                except Exception:
+                    error = math.inf  # the lowered op does not run on these inputs
+                finally:
+                    self.judging = False
+                self.errors[(name, precision)].append(error)
+                del lowered
+
+        return hook
+
+
 @torch.no_grad()
 def measure_sensitivity(
     model: nn.Module,
@@ -52,43 +123,29 @@ def measure_sensitivity(
     batches: int = 1,
     stop: threading.Event | None = None,
 ) -> dict[tuple[str, str], float]:
-    """The sensitivity of each (op, precision) of `space` among `precisions`, on the first `batches` calibration batches;
-    what was measured when `stop` is set."""
-    data = []
-    for batch in calib_data:
-        data.append(batch)
-        if len(data) == batches:
-            break
-    if not data:
-        return {}
-    private = copy.deepcopy(model).eval()
-    references = [_floating(run_batch(private, batch)) for batch in data]
-    wanted = set(precisions) - {FP32}
-    cache: dict[tuple[str, str], nn.Module] = {}
-    out: dict[tuple[str, str], float] = {}
-    for op in space:
-        for precision in op.precisions:
-            if precision not in wanted:
-                continue
-            if stop is not None and stop.is_set():
-                return out
-            try:
-                swapped = swaps(private, op.name, precision, calibration, cache)
-            except Exception:
-                continue  # a pair that cannot be built here is simply left unmeasured
-            saved = {name: private.get_submodule(name) for name in swapped}
-            try:
-                for name, module in swapped.items():
-                    private.set_submodule(name, module)
-                errors = [relative_error(run_batch(private, batch), ref) for batch, ref in zip(data, references, strict=True)]
-                out[(op.name, precision)] = sum(errors) / len(errors)
-            except Exception:
-                out[(op.name, precision)] = float("inf")  # the model does not run with this op lowered
-            finally:
-                for name, module in saved.items():
-                    private.set_submodule(name, module)
-            cache.pop((op.name, precision), None)
-    return out
+    """The sensitivity of each (op, precision) of `space` among `precisions` that the first `batches` calibration
+    batches reach, in space order; what was measured when `stop` is set."""
+    wanted_precisions = set(precisions) - {FP32}
+    wanted = {op.name: [p for p in op.precisions if p in wanted_precisions] for op in space}
+    wanted = {name: ps for name, ps in wanted.items() if ps}
+    measure = _OpErrors(model, calibration, wanted, stop)
+    modes = {module: module.training for module in model.modules()}
+    handles = measure.register()
+    try:
+        model.eval()
+        for i, batch in enumerate(calib_data):
+            if i == batches:
+                break
+            run_batch(model, batch)
+            measure.inputs.clear()
+    except _Stopped:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, training in modes.items():
+            module.training = training
+    return {(name, p): sum(errors) / len(errors) for name, ps in wanted.items() for p in ps if (errors := measure.errors.get((name, p)))}
 
 
 def ranked(sensitivity: Mapping[tuple[str, str], float], precision: str) -> list[tuple[str, float]]:

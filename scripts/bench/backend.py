@@ -10,9 +10,10 @@ data), `tune(model, eval_fn, calib_inputs, strategy="conservative", precisions=(
 `--repeats` times, and INC 2.6's conservative strategy runs `--repeats` fits through inc_conservative.py in
 `.venv-inc` (a subprocess), alternately (ours, INC, ours, INC, ... `--rounds` times each). Both time a trial the
 same way: the eval function is wrapped, and a trial's overhead is the time from the end of one evaluation to the
-start of the next. For ours that is the trial's build (a deep copy of the FP32 model with the lowered ops swapped
-in; each (op, precision) is lowered once per process, by the first trial that asks for it, and cached), the
-strategy and the bookkeeping; calibration runs once per run, in the driver, before the baseline evaluation.
+start of the next. For ours that is the trial's build (the lowered ops swapped into the model in place, no copy
+of it; each (op, precision) is lowered once per process, by the first trial that asks for it, and cached
+within the lowered-module budget), the strategy and the bookkeeping; calibration runs once per run, in the
+driver, before the baseline evaluation.
 Figures are medians and quartiles over all trials of all runs; torch uses `--threads` intra-op threads on both
 sides. The encoder's runs are long (an evaluation takes about 0.7 s): it gets `--encoder-repeats` runs per block
 instead, and INC at most `--encoder-max-trials` trials per fit. INC's figure is also given without its two
@@ -25,14 +26,13 @@ were kept. The evaluation there is minus the mean |logit difference| from the FP
 every lowered config fails, so conservative tries every op at every precision (the most trials a space allows).
 Reported per evaluator: RSS once it holds the evaluation (model included; torchao imported), after its first and
 last evaluation, peak RSS, the RSS growth per evaluation over the second half of its evaluations, and the copies
-of the model alive at the end of each evaluation (live Linear/Conv modules over the model's count; 2 = the held
-model and the trial's own build).
+of the model alive at the end of each evaluation (live Linear/Conv modules over the model's count: 1 = the held
+model, plus the share of its ops whose lowered modules are cached; a copy per trial would add 1).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import gc
 import importlib
 import json
@@ -41,7 +41,6 @@ import statistics
 import subprocess
 import tempfile
 import time
-import types
 import warnings
 from pathlib import Path
 
@@ -51,7 +50,7 @@ from common import PHASES, ROOT, machine, ms, quartiles_text, spread, timed, tim
 
 from raytune_inc import tune
 from raytune_inc.model import tuning
-from raytune_inc.pytorch import lowering, model_evaluation
+from raytune_inc.pytorch import lowering
 
 HERE = Path(__file__).resolve().parent
 
@@ -68,17 +67,12 @@ OPS_LOWERED = "ops_lowered"  # a count kept beside the phases' seconds
 
 
 def instrument_ours() -> None:
-    """Time the backend's steps: calibration (once per run), a trial's build (`apply_config`) and, within it, the
-    model's deep copy with the lowered ops swapped in and the lowered ops themselves (`lowered_op`: a cache look-up,
-    or on the first use of an (op, precision) its copy and lowering); count the ops lowered."""
+    """Time the backend's steps: calibration (once per run), a trial's build (`lowering.replacements`: the modules
+    swapped into the model in place for the trial) and, within it, the lowered ops themselves (`lowered_op`: a cache
+    look-up, or on the first use of an (op, precision) its copy and lowering); count the ops lowered."""
     tuning.calibrate = timed_phase(tuning.calibrate, "calibrate")  # the model level's one calibration of the run
-    model_evaluation.apply_config = timed_phase(model_evaluation.apply_config, "build")  # a trial's build
+    lowering.replacements = timed_phase(lowering.replacements, "build")  # a trial's build, called by `applied`
     lowering.lowered_op = timed_phase(lowering.lowered_op, "lowered_ops")
-    model_copy = timed_phase(copy.deepcopy, "model_deepcopy")
-    # apply_config's deep copy of the model passes its memo of lowered ops; lowered_op's copy of one op does not
-    lowering.copy = types.SimpleNamespace(
-        deepcopy=lambda x, memo=None: copy.deepcopy(x) if memo is None else model_copy(x, memo), copy=copy.copy
-    )
     lower = lowering.lower
     PHASES[OPS_LOWERED] = 0
 
@@ -102,7 +96,7 @@ def ours_once(mod) -> dict:
         steps = {k: ph[k] - prev_ph[k] for k in ph}
         lowered = int(steps.pop(OPS_LOWERED))
         build = steps.pop("build")
-        steps["build_other"] = build - steps["model_deepcopy"] - steps["lowered_ops"]
+        steps["build_other"] = build - steps["lowered_ops"]
         steps["rest"] = (s - prev_end) - build - steps["calibrate"]
         trial = {"overhead_s": s - prev_end, "build_s": build, "eval_s": e - s, "accuracy": acc, "ops_lowered": lowered}
         trials.append({**trial, "steps_s": steps})
@@ -152,7 +146,7 @@ def summarize_ours(runs: list[dict]) -> dict:
         "build_per_trial_s": spread([t["build_s"] for t in trials]),
         "eval_per_trial_s": spread([t["eval_s"] for t in trials]),
         "steps_per_trial_median_s": {k: statistics.median(t["steps_s"][k] for t in trials) for k in trials[0]["steps_s"]},
-        # trials that only reused lowered ops (a model copy with cached ops swapped in) and those that lowered some first
+        # trials that only reused lowered ops (cached ops swapped in) and those that lowered some first
         "overhead_cached_per_trial_s": spread(cached) if (cached := [t["overhead_s"] for t in trials if not t["ops_lowered"]]) else None,
         "overhead_lowering_per_trial_s": spread(lowering) if (lowering := [t["overhead_s"] for t in trials if t["ops_lowered"]]) else None,
         "ops_lowered_per_run": spread([sum(t["ops_lowered"] for t in r["trials"]) for r in runs]),

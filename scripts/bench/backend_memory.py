@@ -137,7 +137,7 @@ def memory_run(name: str, model, eval_fn, calib, workers: int) -> dict:
                 "growth_first_to_last_bytes": series[-1] - series[0],
                 "slope_second_half_bytes_per_eval": _slope(half),
                 "rss_series_bytes": series,
-                "model_copies_alive": copies,  # 2.0: the held model and the trial's own build
+                "model_copies_alive": copies,  # 1 + the cached lowered share; a copy per trial would add 1
             }
         )
     mib = 2**20

@@ -43,6 +43,7 @@ import torch
 from common import ROOT, add_timing_options, command_line, machine, ratio_spread, steady_times, write_json
 
 from raytune_inc import AccuracyCriterion, compile_model, tune
+from raytune_inc.errors import DeploymentError
 from raytune_inc.pytorch.batches import as_inputs, run_batch
 from raytune_inc.pytorch.deployment import check_deployed
 from raytune_inc.pytorch.lowering import apply_config
@@ -108,6 +109,15 @@ def compiled_and_checked(model, example_inputs) -> tuple[torch.nn.Module, float,
     return compiled, first, time.perf_counter() - t0
 
 
+def checked_or_failed(model, example_inputs) -> tuple[torch.nn.Module, float | None, float | None, str | None]:
+    """`compiled_and_checked`, or where the deployed check refuses the compiled model, the model compiled without the
+    check (timed and measured all the same, as `tune` does) and what the check found."""
+    try:
+        return (*compiled_and_checked(model, example_inputs), None)
+    except DeploymentError as exc:
+        return compile_model(model, check=False), None, None, str(exc)
+
+
 def latencies(models: list, inputs, args, batches: bool = True) -> tuple[list[list[float]], list[dict]]:
     """Milliseconds of each call of each of `models` on `inputs` (`batches=False`: of each of the calls `models`), all
     alternated call by call (on a CPU, the method of `raytune_inc.pytorch.costs.alternate_medians`, with every call's
@@ -120,8 +130,8 @@ def latencies(models: list, inputs, args, batches: bool = True) -> tuple[list[li
 def variant(w: dict, label: str, tuned, extra: dict) -> dict:
     """A tuned (or cast) model's figures but latency and compiled accuracy (taken after the timing calls), and the
     model compiled."""
-    compiled, first_s, check_s = compiled_and_checked(tuned, w["example_inputs"])
-    row = {"variant": label, **extra, "compile_and_check_s": first_s, "check_s": check_s}
+    compiled, first_s, check_s, failure = checked_or_failed(tuned, w["example_inputs"])
+    row = {"variant": label, **extra, "compile_and_check_s": first_s, "check_s": check_s, "check_failure": failure}
     row["meets_goal_eager"] = row["accuracy_eager"] >= w["goal"]
     return {**row, "_models": (tuned, compiled)}
 

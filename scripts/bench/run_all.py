@@ -1,6 +1,6 @@
 """Every benchmark against the peers, in one run, on one machine: writes BENCHMARKS.md and the raw figures.
 
-    .venv/bin/python scripts/bench/run_all.py [--quick] [--parts inc,speculation,ray_tune,scaling,deployed,nncf,parallel]
+    .venv/bin/python scripts/bench/run_all.py [--quick] [--parts inc,speculation,ray_tune,scaling,deployed,nncf,parallel,llm_scale]
         [--out-dir runs/bench] [--markdown BENCHMARKS.md]
 
 Parts, each a script of this folder that can also run alone (their commands are in BENCHMARKS.md):
@@ -20,6 +20,10 @@ Parts, each a script of this folder that can also run alone (their commands are 
 - parallel: tune() on 1, 2, 4 and 8 Ray evaluators, with and without the sensitivity prior, on a residual MLP with
   7 int8-sensitive layers (0.5 s evaluations) and on MiniLM (1 s evaluations) (parallel.py); beside it, the same
   driver on a virtual clock with no prior, a perfect one and a noisy one (simulate_speculation.py).
+- llm_scale: Llama-style decoders of about 0.2B, 0.5B and 1B parameters tuned in-process and on 1, 2 and 4
+  evaluators: peak memory in use (system-wide and per process as PSS), time to the first trial, per-trial overhead
+  outside the evaluation, wall time, committed trials identical; at 1B the sensitivity measurement's cost
+  (llm_scale.py).
 
 The raw figures of each part, one row per measurement, go to `<results>/<part>.csv` and
 `<results>/<part>.arrow` (Arrow IPC file), with each script's own JSON and the machine and date
@@ -52,7 +56,7 @@ from bench_parts.runner import ensure_ray_tune, script_part
 from bench_parts.speculation import speculation_part
 from common import ROOT, machine
 
-PARTS = ("inc", "speculation", "ray_tune", "scaling", "deployed", "nncf", "parallel")  # the order they run in
+PARTS = ("inc", "speculation", "ray_tune", "scaling", "deployed", "nncf", "parallel", "llm_scale")  # the order they run in
 
 
 def main() -> None:
@@ -100,6 +104,9 @@ def main() -> None:
             if not args.render:
                 ensure_ray_tune(out)
             report = script_part("ray_tune", "ray_tune_compare.py", args, out, ["--repeats", "1"])
+        elif part == "llm_scale":
+            quick = ["--sizes", "0.2b", "--workers", "0", "2", "--sensitivity-at"]
+            report = script_part("llm_scale", "llm_scale.py", args, out, quick)
         else:
             report = script_part("scaling", "scaling.py", args, out, ["--ops", "10", "100", "--history", "1000", "--repeats", "1"])
         if report is None:  # rendering, and this part's results are not there

@@ -66,6 +66,12 @@ def deployed_rows(report: dict) -> tuple[list[list[str]], list[dict], list[str]]
                 row["compile_and_first_eval_s"] = v["compile_and_first_eval_s"]
             else:
                 row.update(compile_and_check_s=v.get("compile_and_check_s"), check_s=v.get("check_s"))
+                if v.get("check_failure"):
+                    row["check_failure"] = v["check_failure"]
+                    notes.append(
+                        f"{name} at {v['variant']}: the deployed check refused the compiled model ({v['check_failure']}); "
+                        "its figures are those of the model compiled without the check, as tune reports it (res.deployed)."
+                    )
             raw.append(row)
         tuned = [v for v in w["variants"] if v["tuned"]]
         same: dict[str, list[dict]] = {}
@@ -160,7 +166,8 @@ def deployed_part(args, out: Path) -> dict | None:
 
 def check_notes(raw: list[dict]) -> list[str]:
     """What the deployed check cost (figures taken since the check exists)."""
-    if any(r.get("check_s") is None for r in raw):
+    raw = [r for r in raw if not r.get("check_failure")]
+    if not raw or any(r.get("check_s") is None for r in raw):
         return []
     return [
         "Each compiled model is checked on its first call with new inputs (raytune_inc.pytorch.deployment: three "

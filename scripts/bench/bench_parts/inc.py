@@ -123,7 +123,7 @@ def ours_trial_notes(report: dict) -> list[str]:
     for model, r in report["overhead"].items():
         ours = r["ours"]
         steps = ours["steps_per_trial_median_s"]
-        if "model_deepcopy" not in steps:
+        if "lowered_ops" not in steps:
             continue
         split = [
             f"{what} {ms(ours[key]['median'])} (n={ours[key]['n']})"
@@ -131,8 +131,13 @@ def ours_trial_notes(report: dict) -> list[str]:
             if ours.get(key)
         ]
         line = (
-            f"{model}: our trial costs {ms(ours['overhead_per_trial_s']['median'])} (median) outside the evaluation: the model's "
-            f"deep copy with the lowered ops swapped in {ms(steps['model_deepcopy'])}, the lowered ops {ms(steps['lowered_ops'])} "
+            f"{model}: our trial costs {ms(ours['overhead_per_trial_s']['median'])} (median) outside the evaluation: "
+            + (
+                f"the model's deep copy with the lowered ops swapped in {ms(steps['model_deepcopy'])}, "  # a copy per trial (older runs)
+                if "model_deepcopy" in steps
+                else "the lowered ops swapped into the model in place (no copy of it), "
+            )
+            + f"the lowered ops {ms(steps['lowered_ops'])} "
             f"(each (op, precision) is lowered once per process, by the first trial that asks for it, and cached: "
             f"{ours['ops_lowered_per_run']['median']:.0f} lowered per run), the rest of the build {ms(steps['build_other'])}, "
             f"strategy and bookkeeping {ms(steps['rest'])}; trials {', '.join(split)}. Calibration runs once per run, in the "

@@ -48,8 +48,10 @@ def ensure_ray_tune(out: Path) -> None:
         run([PY, "-m", "pip", "install", "-q", "-e", f"{ROOT}[bench]"], out / "pip-bench.log")
 
 
-def script_part(name: str, script: str, args, out: Path, quick: list[str]) -> dict:
+def script_part(name: str, script: str, args, out: Path, quick: list[str]) -> dict | None:
     raw_json = args.results_dir / f"{name}-report.json"
+    if RENDER_ONLY and not raw_json.exists():
+        return None  # rendering, and this part's results are not there
     command = [PY, str(BENCH / script), "--out", str(raw_json), *(quick if args.quick else [])]
     run(command, out / f"{name}.log")
     report = json.loads(raw_json.read_text())
