@@ -12,6 +12,12 @@ from raytune_inc.space import Config, TuningSpace
 # What an evaluation returns to the driver: Evaluation.record(), a small tuple, never a tensor.
 EvaluationRecord = tuple
 
+# The lowered-module cache of a model evaluation (`tune`'s), as dashboard gauges: stats() key -> (metric, description).
+CACHE_GAUGES = {
+    "bytes": ("raytune_inc_lowered_cache_bytes", "Bytes of lowered modules an evaluator keeps between trials"),
+    "modules": ("raytune_inc_lowered_cache_modules", "Lowered modules an evaluator keeps between trials"),
+}
+
 
 class Evaluator:
     """Evaluates configs of one space with one evaluation function, one at a time.
@@ -38,6 +44,7 @@ class Evaluator:
         self._device = f"cuda:{','.join(str(g) for g in gpus)}" if gpus else "cpu"
         self._context = ray.get_runtime_context()
         self._node = self._context.get_node_id()  # the history's `node`: which cluster node ran it
+        self._gauges = None  # the cache's gauges, made at its first report
 
     def load(self, space: TuningSpace, evaluate: EvaluateFn) -> str:
         """Take the space and the evaluation, and get it ready; returns the id of the Ray node this evaluator runs on."""
@@ -51,7 +58,27 @@ class Evaluator:
 
     def evaluate(self, precisions: tuple[str, ...]) -> EvaluationRecord:
         config = Config(self._space, precisions)
-        return evaluate_config(self._evaluate, config, worker=self._name, device=self._device, node=self._node).record()
+        record = evaluate_config(self._evaluate, config, worker=self._name, device=self._device, node=self._node).record()
+        self._report_cache()
+        return record
+
+    def cache_stats(self) -> dict | None:
+        """What the evaluation's lowered-module cache holds (`LoweredCache.stats()`), or None for an evaluation
+        without one."""
+        stats = getattr(getattr(self._evaluate, "cache", None), "stats", None)
+        return stats() if callable(stats) else None
+
+    def _report_cache(self) -> None:
+        """The cache's size to the dashboard, tagged with this evaluator's name (which names the run)."""
+        stats = self.cache_stats()
+        if stats is None:
+            return
+        if self._gauges is None:
+            from ray.util.metrics import Gauge
+
+            self._gauges = {key: Gauge(name, description=text, tag_keys=("evaluator",)) for key, (name, text) in CACHE_GAUGES.items()}
+        for key, gauge in self._gauges.items():
+            gauge.set(stats[key], tags={"evaluator": self._name})
 
 
 RemoteEvaluator = ray.remote(Evaluator)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections import defaultdict
+from types import SimpleNamespace
 
 import pytest
 
@@ -120,3 +121,48 @@ def test_progress_is_wanted_on_a_terminal_or_when_forced(monkeypatch):
     assert not progress_wanted(Terminal())
     monkeypatch.setenv("RAYTUNE_INC_PROGRESS", "1")
     assert progress_wanted(io.StringIO())
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_an_evaluator_reports_its_lowered_cache_to_the_dashboard(monkeypatch):
+    import ray
+    import torch
+    from ray.util import metrics
+    from torch import nn
+
+    from actors.evaluator import Evaluator, RemoteEvaluator
+    from raytune_inc.pytorch.model_evaluation import ModelEvaluation
+    from raytune_inc.pytorch.ops import discover_ops
+    from raytune_inc.pytorch.qparams import Calibration
+
+    gauges: dict[str, FakeMetric] = {}
+
+    def gauge(name, description="", tag_keys=()):
+        return gauges.setdefault(name, FakeMetric())
+
+    monkeypatch.setattr(metrics, "Gauge", gauge)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
+    x = torch.randn(8, 16)
+    space = discover_ops(model, None, None)
+    evaluation = ModelEvaluation(model, lambda m: float(m(x).sum()), Calibration(), lowered_cache=1.0)
+    evaluator = Evaluator("raytune-inc-abcd1234-evaluator-0")  # in this process, so that its gauges are ours to read
+    evaluator._context = SimpleNamespace(get_assigned_resources=lambda: {"CPU": 1.0})  # what Ray tells an actor
+    evaluator.load(space, evaluation)
+    evaluator.evaluate(("int8_dynamic", "fp32"))
+    tags = (("evaluator", "raytune-inc-abcd1234-evaluator-0"),)
+    stats = evaluator.cache_stats()
+    assert stats["modules"] == 1 and stats["bytes"] > 32 * 16  # the int8 weight and its scales
+    assert gauges["raytune_inc_lowered_cache_modules"].values[tags] == 1
+    assert gauges["raytune_inc_lowered_cache_bytes"].values[tags] == stats["bytes"]
+    evaluator.evaluate(("int8_dynamic", "int8_dynamic"))
+    assert gauges["raytune_inc_lowered_cache_modules"].values[tags] == 2
+    assert gauges["raytune_inc_lowered_cache_bytes"].values[tags] == evaluator.cache_stats()["bytes"] > stats["bytes"]
+    # On Ray, the actor answers the same, and an evaluation without a cache (tune_space's) has none.
+    remote = RemoteEvaluator.remote("raytune-inc-abcd1234-evaluator-1")
+    ray.get(remote.load.remote(space, evaluation))
+    ray.get(remote.evaluate.remote(("int8_dynamic", "fp32")))
+    assert ray.get(remote.cache_stats.remote())["modules"] == 1
+    ray.get(remote.load.remote(space, lambda config: 1.0))
+    assert ray.get(remote.cache_stats.remote()) is None
+    ray.kill(remote)

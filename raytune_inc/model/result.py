@@ -26,7 +26,7 @@ class ModelTuneResult(TuneResult):
     the goal); `eval_fn(model) == accuracy`. `calibration` holds the static int8 qparams it was
     built with; `latency` the FP32 and tuned models timed on `example_inputs` (None without it);
     `size` their state_dict sizes; `skipped` the (op type, precision) pairs `skip_slower` left out,
-    with why; `sensitivity` how far each op alone moves the model's output at each precision
+    with why; `sensitivity` how far each op alone moves its own output at each precision
     (the relative squared error of the outputs on a calibration batch, see `pytorch/sensitivity.py`);
     `deployed` (with `example_inputs`) the accuracy of the compiled tuned model, as production
     sees it, beside the eager one and judged against the goal; `check_inputs` the batches

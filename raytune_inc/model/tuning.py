@@ -77,7 +77,7 @@ def tune(
     `skip_slower=True` (ours, not Neural Compressor's) first times each (op type, precision)
     pair, compiled, on an op's own input shape, and leaves out of the run the pairs slower than
     FP32 there (`res.skipped`). `sensitivity=True` (with `calib_data`) measures how far each op
-    alone moves the model's output at each precision of the run (`res.sensitivity`, and the
+    alone moves its own output at each precision of the run (`res.sensitivity`, and the
     report draws it); with Ray evaluators it is measured in this process while they start and
     run, and guides the speculation as soon as it is ready (never the result). `eval_timeout`
     (seconds; None or 0: no limit) applies to each `eval_fn` call, the baseline's in this process

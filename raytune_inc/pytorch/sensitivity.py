@@ -11,8 +11,14 @@ proxy to expected accuracy loss with one scale fitted on the real results
 
 It costs one forward pass of the model per calibration batch measured, plus building and running
 each (op, precision) once on its captured input: O(ops) work, whatever the model's depth, where
-a forward pass of the whole model per (op, precision) would grow with the model squared. Memory:
-one lowered op at a time beside the model, which is only observed (hooks, removed after), never
+a forward pass of the whole model per (op, precision) would grow with the model squared. A
+Linear (or transformers' Conv1D) with more than `channels` output channels (256 by default) is
+measured on `channels` of them, evenly spaced: each output channel of a Linear depends on its
+own weight row only (its int8 scale is per channel; its activations are quantized per tensor or
+per token, from the whole input, which it still gets), so the sampled error is the full one
+restricted to those channels, and building and running the op costs `channels / out_features`
+of the whole (at 1B parameters, 256 of the output head's 32000 rows). Memory: one lowered op at
+a time beside the model, which is only observed (hooks, removed after), never
 copied nor changed, so this may run in a thread while the run goes on (the run evaluates on its
 evaluators, not on this process's model).
 """
@@ -24,6 +30,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -32,7 +39,12 @@ from torch.utils._pytree import tree_leaves
 from ..space import FP32, TuningSpace
 from .batches import run_batch
 from .lowering import absorbed, lowered_op
+from .modules import is_transposed_linear
+from .precisions import lower
 from .qparams import Calibration
+
+# Output channels a wide Linear is measured on (None: all of them).
+CHANNELS = 256
 
 
 def _floating(out) -> list[torch.Tensor]:
@@ -50,6 +62,37 @@ def relative_error(out, reference: list[torch.Tensor]) -> float:
     return value if value == value else float("inf")  # NaN: the lowered op broke the output
 
 
+def channel_sample(module: nn.Module, channels: int | None) -> torch.Tensor | None:
+    """The output channels `module` is measured on: `channels` of them, evenly spaced, for a plain Linear (or
+    transformers' Conv1D) without hooks of its own and with more output channels than that; None: all of them."""
+    if channels is None or module._forward_hooks or module._forward_pre_hooks:
+        return None
+    if type(module) is nn.Linear:
+        out_features = module.out_features
+    elif is_transposed_linear(module):
+        out_features = module.weight.shape[1]
+    else:
+        return None
+    if out_features <= channels:
+        return None
+    return torch.linspace(0, out_features - 1, channels, device=module.weight.device).round().long().unique()
+
+
+def sampled_op(module: nn.Module, precision: str, stats, index: torch.Tensor) -> nn.Module:
+    """The Linear `module` restricted to output channels `index` (weight rows, bias, per-channel weight scales), at
+    `precision`."""
+    weight = module.weight.detach()
+    weight = weight.index_select(1, index).t() if is_transposed_linear(module) else weight.index_select(0, index)
+    bias = getattr(module, "bias", None)
+    linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device, dtype=weight.dtype)
+    linear.weight = nn.Parameter(weight.contiguous(), requires_grad=False)
+    if bias is not None:
+        linear.bias = nn.Parameter(bias.detach().index_select(0, index), requires_grad=False)
+    if stats is not None and stats.weight_scale:
+        stats = replace(stats, weight_scale=tuple(stats.weight_scale[i] for i in index.tolist()))
+    return lower(linear, precision, stats)
+
+
 class _Stopped(Exception):
     """Raised from a hook to end the forward pass when the measurement is told to stop."""
 
@@ -58,13 +101,24 @@ class _OpErrors:
     """The forward hooks of one measurement: each op of `wanted` lowered at each of its precisions and run on the
     inputs it was just called with, its error against what the FP32 op (or the BatchNorm it absorbs) returned."""
 
-    def __init__(self, model: nn.Module, calibration: Calibration, wanted: dict[str, list[str]], stop: threading.Event | None):
+    def __init__(
+        self,
+        model: nn.Module,
+        calibration: Calibration,
+        wanted: dict[str, list[str]],
+        stop: threading.Event | None,
+        channels: int | None = CHANNELS,
+    ):
         self.model, self.calibration, self.stop = model, calibration, stop
         self.errors: dict[tuple[str, str], list[float]] = defaultdict(list)
         self.by_output: dict[str, list[tuple[str, str]]] = defaultdict(list)  # module -> (op, precision) judged at its output
+        self.samples: dict[str, torch.Tensor] = {}  # op -> the output channels it is measured on (absent: all)
         for name, precisions in wanted.items():
             for precision in precisions:
                 self.by_output[absorbed(model, name, precision, calibration) or name].append((name, precision))
+        for name in wanted:  # decided before our own hooks are on the ops
+            if (index := channel_sample(model.get_submodule(name), channels)) is not None:
+                self.samples[name] = index
         self.inputs: dict[str, tuple[tuple, dict]] = {}  # op -> the inputs of its last call
         # A lowered op is built from a copy of the op, hooks included: while one runs, these hooks do nothing.
         self.judging = False
@@ -96,13 +150,18 @@ class _OpErrors:
                 if self.stop is not None and self.stop.is_set():
                     raise _Stopped
                 op_args, op_kwargs = self.inputs[name]
+                index = self.samples.get(name) if output == name else None
                 try:
-                    lowered = lowered_op(self.model, name, precision, self.calibration)
+                    if index is None:
+                        lowered = lowered_op(self.model, name, precision, self.calibration)
+                    else:
+                        lowered = sampled_op(self.model.get_submodule(name), precision, self.calibration.stats.get(name), index)
                 except Exception:
                     continue  # a pair that cannot be built here is simply left unmeasured
                 self.judging = True
                 try:
-                    error = relative_error(lowered(*op_args, **op_kwargs), reference)
+                    expected = reference if index is None else [t.index_select(-1, index) for t in reference]
+                    error = relative_error(lowered(*op_args, **op_kwargs), expected)
                 except Exception:
                     error = math.inf  # the lowered op does not run on these inputs
                 finally:
@@ -122,13 +181,15 @@ def measure_sensitivity(
     precisions: Iterable[str],
     batches: int = 1,
     stop: threading.Event | None = None,
+    channels: int | None = CHANNELS,
 ) -> dict[tuple[str, str], float]:
     """The sensitivity of each (op, precision) of `space` among `precisions` that the first `batches` calibration
-    batches reach, in space order; what was measured when `stop` is set."""
+    batches reach, in space order; what was measured when `stop` is set. A wide Linear is measured on `channels` of
+    its output channels (None: on all of them)."""
     wanted_precisions = set(precisions) - {FP32}
     wanted = {op.name: [p for p in op.precisions if p in wanted_precisions] for op in space}
     wanted = {name: ps for name, ps in wanted.items() if ps}
-    measure = _OpErrors(model, calibration, wanted, stop)
+    measure = _OpErrors(model, calibration, wanted, stop, channels)
     modes = {module: module.training for module in model.modules()}
     handles = measure.register()
     try:

@@ -191,7 +191,7 @@ def _trials_table(f: Facts) -> str:
 
 
 def _sensitivity_table(f: Facts) -> str:
-    """Each op's sensitivity at each precision of the run (how far it alone moves the model's output), shaded on a
+    """Each op's sensitivity at each precision of the run (how far it alone moves its own output), shaded on a
     log scale from the least to the most sensitive, beside the precision the op ended at."""
     values = {(m.subject, m.precision): m.value for m in f.measures if m.what == "sensitivity" and m.value is not None}
     if not values:
@@ -218,7 +218,7 @@ def _sensitivity_table(f: Facts) -> str:
         cells.append(f"<td>{esc(ended.get(name, ''))}</td>")
         rows.append(f"<tr>{''.join(cells)}</tr>")
     note = (
-        "<p>How far each op alone, lowered to each precision, moves the model's output on a calibration batch "
+        "<p>How far each op alone, lowered to each precision, moves its own output on a calibration batch "
         "(relative squared error against FP32): the darker, the more fragile. The speculation takes it as its prior.</p>"
     )
     return (
