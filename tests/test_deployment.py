@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from raytune_inc import DeploymentError, compile_model, load, tune
 from raytune_inc.history.measures import read_measures
 from raytune_inc.pytorch import deployment
-from raytune_inc.pytorch.calibration import calibrate
+from raytune_inc.pytorch.calibration import calibrate, reduce_range
 from raytune_inc.pytorch.deployment import CompiledModel, check_deployed, relative_distance
 from raytune_inc.pytorch.lowering import apply_config
 from raytune_inc.pytorch.ops import discover_ops
@@ -164,8 +164,10 @@ def test_models_built_to_hit_inductors_in_place_fusions_are_right_on_every_call(
     assert all(torch.equal(outs[0], o) for o in outs[1:])
     # The compiled model may round an int8 input one step apart from eager where its float order differs (an add fused
     # before a requantization: about 3e-4 relative on "intermediate read later", 1e-7 elsewhere); an in-place write
-    # into a tensor still read is of the order of the output itself. Bound: a tenth of int8's own distance to FP32.
-    assert relative_distance(outs[0], eager) <= max(1e-5, 0.1 * relative_distance(eager, fp32)), (
+    # into a tensor still read is of the order of the output itself. Bound: a tenth of int8's own distance to FP32 (a
+    # fifth with 7-bit activations, `reduce_range`: their step is twice as large).
+    share = 0.2 if reduce_range() else 0.1
+    assert relative_distance(outs[0], eager) <= max(1e-5, share * relative_distance(eager, fp32)), (
         relative_distance(outs[0], eager),
         relative_distance(eager, fp32),
     )

@@ -19,9 +19,9 @@ from raytune_inc.pytorch.quantized import QuantizedConv2d, QuantizedLinear
 # Rounding multiplies by the inverse scale, as the quantize ops define it (it decides the exact halves at the ends).
 
 
-def fake_quant_activation(x: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
-    """uint8 with a zero point, per tensor."""
-    return (torch.clamp(torch.round(x * (1.0 / scale)) + zero_point, 0, 255) - zero_point) * scale
+def fake_quant_activation(x: torch.Tensor, scale: float, zero_point: int, quant_max: int = 255) -> torch.Tensor:
+    """uint8 with a zero point, per tensor (7 bits: quant_max 127)."""
+    return (torch.clamp(torch.round(x * (1.0 / scale)) + zero_point, 0, quant_max) - zero_point) * scale
 
 
 def fake_quant_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,30 +30,49 @@ def fake_quant_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.clamp(torch.round(w * (1.0 / scale)), -128, 127) * scale, scale
 
 
-def test_static_activation_scales_span_the_calibrated_range_with_a_zero_point():
+@pytest.mark.parametrize("bits", [8, 7])
+def test_static_activation_scales_span_the_calibrated_range_with_a_zero_point(bits, monkeypatch):
+    monkeypatch.setenv("RAYTUNE_INC_REDUCE_RANGE", "1" if bits == 7 else "0")
+    top = 2**bits - 1
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(16, 4))
-    # uniform on [-1, 3]: uint8 spans 4 / 255 per step, with zero at step 64
+    # uniform on [-1, 3]: uint8 spans 4 / 255 per step, with zero at step 64 (7 bits: 4 / 127, zero at step 32)
     stats = calibrate(model, [torch.rand(64, 16) * 4 - 1 for _ in range(4)], ["0"]).stats["0"]
-    assert 4 / 255 * 0.97 <= stats.input_scale <= 4 / 255 * 1.01
-    assert stats.input_zero_point in (63, 64, 65)
+    assert stats.input_quant_max == top
+    assert 4 / top * 0.97 <= stats.input_scale <= 4 / top * 1.01
+    assert stats.input_zero_point in {top // 4 - 1, top // 4, top // 4 + 1, top // 4 + 2}
     # all positive on [1, 4]: the range includes 0, so zero sits at step 0 and the steps span [0, 4]
     stats = calibrate(model, [torch.rand(64, 16) * 3 + 1 for _ in range(4)], ["0"]).stats["0"]
-    assert stats.input_zero_point == 0 and 4 / 255 * 0.97 <= stats.input_scale <= 4 / 255 * 1.01
+    assert stats.input_zero_point == 0 and 4 / top * 0.97 <= stats.input_scale <= 4 / top * 1.01
 
 
-def test_static_int8_linear_computes_its_reference_and_stays_within_its_quantization_error():
+def test_activations_take_7_bits_on_an_x86_cpu_without_vnni(monkeypatch):
+    from raytune_inc.pytorch import calibration
+
+    monkeypatch.delenv("RAYTUNE_INC_REDUCE_RANGE", raising=False)
+    for flags, reduced in [({"avx2", "fma"}, True), ({"avx2", "avx512f", "avx512_vnni"}, False), ({"avx2", "avx_vnni"}, False)]:
+        monkeypatch.setattr(calibration, "_cpu_flags", lambda flags=flags: flags)
+        assert calibration.reduce_range() is reduced
+    monkeypatch.setattr(calibration, "_cpu_flags", lambda: set())  # not x86 (or no /proc/cpuinfo)
+    assert calibration.reduce_range() is False
+
+
+@pytest.mark.parametrize("quant_max", [255, 127])
+def test_static_int8_linear_computes_its_reference_and_stays_within_its_quantization_error(quant_max):
     torch.manual_seed(1)
     linear = nn.Linear(24, 6)
-    x = torch.rand(10, 24) * 4 - 1
-    stats = OpStats(4 / 255, 64, weight_scales(linear.weight))
+    x = torch.rand(10, 24) * 4.4 - 1.2  # a little beyond the calibrated [-1, 3]: clamped at both ends
+    stats = OpStats(4 / quant_max, (quant_max + 1) // 4, weight_scales(linear.weight), quant_max)
     q = lower(copy.deepcopy(linear), "int8", stats)
     assert isinstance(q, QuantizedLinear)
     wq, w_scale = fake_quant_weight(linear.weight.detach())
-    xq = fake_quant_activation(x, stats.input_scale, stats.input_zero_point)
+    xq = fake_quant_activation(x, stats.input_scale, stats.input_zero_point, quant_max)
     with torch.no_grad():
-        out, ref, fp32 = q(x), xq @ wq.T + linear.bias, linear(x)
+        out, ref = q(x), xq @ wq.T + linear.bias
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    x = x.clamp(-1, 2.99)  # within the range the qparams span
+    with torch.no_grad():
+        out, fp32 = q(x), linear(x)
     # Against FP32: each product is off by at most half a step of x times |w| plus half a step of w times |x| (plus both).
     bound = (
         x.abs().sum(1, keepdim=True) * (w_scale.T / 2)
@@ -148,6 +167,22 @@ def test_the_registry_says_which_module_takes_which_precision():
 
 
 @pytest.mark.slow
+def test_compiled_int8_linear_is_its_eager_self_over_the_whole_calibrated_range():
+    """oneDNN's int8 kernels on an x86 CPU without VNNI add pairs of uint8 x int8 products in int16, which saturates
+    on 8-bit inputs (9% off on such a host); with the activation range calibration chooses for the host it runs on
+    (7 bits there), the compiled op is the eager one up to float rounding."""
+    from raytune_inc import compile_model
+
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Linear(512, 256)).eval()
+    batches = [torch.rand(64, 512) * 4 for _ in range(2)]  # non-negative, every input step used
+    tuned = apply_config(model, {"0": "int8"}, calibrate(model, batches, ["0"]))
+    torch._dynamo.reset()
+    with torch.no_grad():
+        out, eager = compile_model(tuned)(batches[0]), tuned(batches[0])
+    assert float((out - eager).norm() / eager.norm()) < 1e-3
+
+
 def test_compiled_int8_runs_on_onednn_int8_kernels():
     from torch._dynamo.utils import counters
 

@@ -3,7 +3,9 @@
 - Static int8 activations: each calibrated op's input goes through the observer PyTorch's
   x86 int8 flow uses (`X86InductorQuantizer`'s default config in torchao's pt2e: a histogram
   observer choosing a uint8 range with a zero point that minimises the quantization error),
-  and calibration keeps the scale and zero point it chooses.
+  and calibration keeps the scale and zero point it chooses. A model on the CPU of an x86
+  host without VNNI gets 7-bit activations (0..127, `reduce_range`), as that config advises
+  for such CPUs: there oneDNN's int8 kernels would saturate on 8-bit ones.
 - The input shape each op saw first (for timing an op alone).
 - Which BatchNorm directly follows which convolution (its only input is the convolution's
   output), so that an int8 convolution can absorb it, as pt2e folds it.
@@ -18,6 +20,7 @@ and hands the result to every evaluator.
 from __future__ import annotations
 
 import copy
+import os
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
@@ -29,21 +32,43 @@ from torch.utils._pytree import tree_leaves
 from ..space import LOWER_PRECISIONS
 from .batches import run_batch
 from .checks import empty_calibration_data, no_calibration_data, rejected
-from .modules import fold_batchnorm
+from .modules import fold_batchnorm, model_device
 from .precisions import calibrated_handler
 from .qparams import Calibration, OpStats
 
 
-def _x86_config():
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+def reduce_range() -> bool:
+    """Whether static int8 activations take 7 bits (uint8 0..127) instead of 8: on an x86 CPU without VNNI, as
+    torchao's `X86InductorQuantizer` advises for such CPUs. There oneDNN's int8 kernels add pairs of uint8 x int8
+    products in int16 (AVX2's vpmaddubsw), which saturates on full-range inputs: a compiled int8 Linear was 9% off
+    its eager result on an AVX2-only host, and exact with 7-bit inputs. RAYTUNE_INC_REDUCE_RANGE=1 or 0 forces it
+    (for a model tuned on one host and deployed on another)."""
+    forced = os.environ.get("RAYTUNE_INC_REDUCE_RANGE", "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    flags = _cpu_flags()
+    return "avx2" in flags and not flags & {"avx512_vnni", "avx_vnni", "amx_int8"}
+
+
+def _x86_config(reduced: bool = False):
     from . import import_torchao
 
-    return import_torchao("torchao.quantization.pt2e.quantizer.x86_inductor_quantizer").get_default_x86_inductor_quantization_config()
+    quantizer = import_torchao("torchao.quantization.pt2e.quantizer.x86_inductor_quantizer")
+    return quantizer.get_default_x86_inductor_quantization_config(reduce_range=reduced)
 
 
-def activation_observer() -> nn.Module:
+def activation_observer(device: torch.device | str = "cpu") -> nn.Module:
     """A new observer of static int8 activations, made as pt2e's prepare makes it from `X86InductorQuantizer`'s
-    default quantization config."""
-    return observer_of(_x86_config().input_activation)
+    default quantization config: for a model on the CPU, with 7 bits where `reduce_range()` says so."""
+    return observer_of(_x86_config(torch.device(device).type == "cpu" and reduce_range()).input_activation)
 
 
 def weight_observer() -> nn.Module:
@@ -73,7 +98,8 @@ class _Recorder:
 
     def __init__(self, model: nn.Module, observed: Iterable[str], shaped: Iterable[str], folding: Iterable[str]):
         self.modules = dict(model.named_modules())
-        self.observers = {name: activation_observer() for name in observed}
+        device = model_device(model)
+        self.observers = {name: activation_observer(device) for name in observed}
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.outputs: dict[int, tuple[str, weakref.ref]] = {}  # id(conv output) -> (conv name, the output)
         self.pairs: dict[str, str | None] = {}  # BatchNorm -> the conv whose output it took every time (None: not always)
@@ -197,7 +223,7 @@ def calibrate(
     for name, observer in recorder.observers.items():
         if name in recorder.shapes:  # the calibration data reached it
             scale, zero_point = observer.calculate_qparams()
-            inputs[name] = (float(scale), int(zero_point))
+            inputs[name] = (float(scale), int(zero_point), int(observer.quant_max))
     pairs = {conv: norm for norm, conv in recorder.pairs.items() if conv is not None and conv in inputs}
     if pairs:
         model.eval()
@@ -206,11 +232,11 @@ def calibrate(
         finally:
             model.train(was_training)
     stats = {}
-    for name, (scale, zero_point) in inputs.items():
+    for name, (scale, zero_point, quant_max) in inputs.items():
         module, found = modules[name], handlers[name]
         if name in pairs:
             module = fold_batchnorm(module, modules[pairs[name]])
         weight = found.weight(module) if found is not None and found.weight is not None else None
         # an op whose static int8 (if any) quantizes no weight: its input's qparams only
-        stats[name] = OpStats(scale, zero_point, () if weight is None else weight_scales(weight))
+        stats[name] = OpStats(scale, zero_point, () if weight is None else weight_scales(weight), quant_max)
     return Calibration(stats, dict(recorder.shapes), pairs)

@@ -16,6 +16,7 @@ class OpStats:
     input_scale: float
     input_zero_point: int
     weight_scale: tuple[float, ...] = ()
+    input_quant_max: int = 255  # 127 where activations take 7 bits (`calibration.reduce_range`)
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,12 @@ class Calibration:
     def from_json(cls, data: dict) -> Calibration:
         return cls(
             {
-                name: OpStats(float(s["input_scale"]), int(s["input_zero_point"]), tuple(float(w) for w in s["weight_scale"]))
+                name: OpStats(
+                    float(s["input_scale"]),
+                    int(s["input_zero_point"]),
+                    tuple(float(w) for w in s["weight_scale"]),
+                    int(s.get("input_quant_max", 255)),  # a calibration written before it was kept: full range
+                )
                 for name, s in data["stats"].items()
             },
             {name: tuple(int(d) for d in shape) for name, shape in data["shapes"].items()},

@@ -28,7 +28,7 @@ from torch.nn import functional as F
 from .qparams import OpStats
 
 _qd = torch.ops.quantized_decomposed
-U8_MIN, U8_MAX = 0, 255  # activations: uint8 with a zero point (X86InductorQuantizer's default)
+U8_MIN, U8_MAX = 0, 255  # activations: uint8 with a zero point (X86InductorQuantizer's default; 0..127 with reduce_range)
 I8_MIN, I8_MAX = -128, 127  # weights: int8, symmetric per output channel
 # The dtype an op computes in, by the model's dtype (the dtype it takes and returns). A bf16 model's op is pt2e's
 # int8-mixed-bf16: the dequantized activation and weight converted to bf16, the linear / conv in bf16 (inductor
@@ -70,6 +70,7 @@ class QuantizedModule(nn.Module):
         self.bias = None if bias is None else nn.Parameter(bias.detach().to(bias_dtype, copy=True), requires_grad=False)
         self.input_scale = float(stats.input_scale)
         self.input_zero_point = int(stats.input_zero_point)
+        self.input_quant_max = int(stats.input_quant_max)
 
     @property
     def compute_dtype(self) -> torch.dtype:
@@ -82,9 +83,9 @@ class QuantizedModule(nn.Module):
 
     def quantized_input(self, x: torch.Tensor) -> torch.Tensor:
         """`x` quantized to uint8 and back, in the dtype the op computes in."""
-        s, z = self.input_scale, self.input_zero_point
-        q = _qd.quantize_per_tensor(x, s, z, U8_MIN, U8_MAX, torch.uint8)
-        return _to(_qd.dequantize_per_tensor(q, s, z, U8_MIN, U8_MAX, torch.uint8), self.compute_dtype)
+        s, z, top = self.input_scale, self.input_zero_point, getattr(self, "input_quant_max", U8_MAX)
+        q = _qd.quantize_per_tensor(x, s, z, U8_MIN, top, torch.uint8)
+        return _to(_qd.dequantize_per_tensor(q, s, z, U8_MIN, top, torch.uint8), self.compute_dtype)
 
     def dequantized_weight(self, weight_int8: torch.Tensor | None = None) -> torch.Tensor:
         """The int8 weight (or `weight_int8`, a view of it) dequantized, in the dtype the op computes in."""
