@@ -55,7 +55,8 @@ def test_the_encoder_ops_are_found_in_model_order(encoder):
     assert len(space.names) == 3 + 1 + 6 * (6 + 2)  # embeddings, their LayerNorm; per layer 6 Linear, 2 LayerNorm
 
 
-def test_conservative_falls_back_op_wise_on_the_encoder(encoder):
+def test_conservative_falls_back_op_wise_on_the_encoder(encoder, monkeypatch):
+    monkeypatch.setenv("RAYTUNE_INC_REDUCE_RANGE", "0")  # 8-bit activations on every host: the errors below are theirs
     eval_fn = EmbeddingFidelity(encoder, SENTENCES[::3])
     # The Linear ops of the first layer and the attention of the second, and a tolerance their int8 error
     # as a whole exceeds (fidelity 0.9983): the first layer's output.dense alone costs about 0.15%.

@@ -12,6 +12,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from raytune_inc.pytorch.calibration import reduce_range
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "bench" / "gpu_check.py"
 
@@ -88,9 +90,14 @@ def test_every_precision_and_the_cuda_test_on_the_cpu(tmp_path):
     assert models["fp32"]["fidelity_eager"] == pytest.approx(1.0)
     # each precision asked for built on all 29 Linear, within what its format allows on this model
     assert set(models) == {"fp32", "int8_dynamic", "int8"}
-    floors = {"int8_dynamic": 0.995, "int8": 0.99}
+    floors = {"int8_dynamic": 0.995, "int8": 0.98 if reduce_range() else 0.99}  # 7-bit activations: twice the step
     for precision, floor in floors.items():
         model = models[precision]
+        if precision == "int8_dynamic" and reduce_range():
+            # An x86 CPU without VNNI: oneDNN's int8 kernel saturates on torchao's full-range int8 activations, and
+            # the deployed check refuses the compiled model, saying so (static int8 takes 7 bits there instead).
+            assert "error" not in model and "the compiled model is wrong" in model["compiled_error"], model
+            continue
         assert "error" not in model and "compiled_error" not in model, model
         assert model["ops"] == {precision: 29}
         assert floor <= model["fidelity_eager"] <= 1.0 + 1e-6, (precision, model["fidelity_eager"])
