@@ -20,6 +20,7 @@ and hands the result to every evaluator.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import weakref
 from collections.abc import Iterable, Mapping
@@ -37,12 +38,14 @@ from .precisions import calibrated_handler
 from .qparams import Calibration, OpStats
 
 
-def _cpu_flags() -> set[str]:
+@functools.cache
+def _cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (/proc/cpuinfo), read once; empty where there is none."""
     try:
         with open("/proc/cpuinfo") as f:
-            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+            return next((frozenset(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), frozenset())
     except OSError:
-        return set()
+        return frozenset()
 
 
 def reduce_range() -> bool:
@@ -65,10 +68,10 @@ def _x86_config(reduced: bool = False):
     return quantizer.get_default_x86_inductor_quantization_config(reduce_range=reduced)
 
 
-def activation_observer(device: torch.device | str = "cpu") -> nn.Module:
+def activation_observer(reduced: bool = False) -> nn.Module:
     """A new observer of static int8 activations, made as pt2e's prepare makes it from `X86InductorQuantizer`'s
-    default quantization config: for a model on the CPU, with 7 bits where `reduce_range()` says so."""
-    return observer_of(_x86_config(torch.device(device).type == "cpu" and reduce_range()).input_activation)
+    default quantization config (`reduced`: 7 bits, see `reduce_range`)."""
+    return observer_of(_x86_config(reduced).input_activation)
 
 
 def weight_observer() -> nn.Module:
@@ -98,8 +101,9 @@ class _Recorder:
 
     def __init__(self, model: nn.Module, observed: Iterable[str], shaped: Iterable[str], folding: Iterable[str]):
         self.modules = dict(model.named_modules())
-        device = model_device(model)
-        self.observers = {name: activation_observer(device) for name in observed}
+        # A model on the CPU gets 7-bit activations where `reduce_range()` says so; one on a GPU 8-bit ones.
+        reduced = model_device(model).type == "cpu" and reduce_range()
+        self.observers = {name: activation_observer(reduced) for name in observed}
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.outputs: dict[int, tuple[str, weakref.ref]] = {}  # id(conv output) -> (conv name, the output)
         self.pairs: dict[str, str | None] = {}  # BatchNorm -> the conv whose output it took every time (None: not always)

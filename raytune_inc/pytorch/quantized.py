@@ -72,6 +72,9 @@ class QuantizedModule(nn.Module):
         self.input_zero_point = int(stats.input_zero_point)
         self.input_quant_max = int(stats.input_quant_max)
 
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__({"input_quant_max": U8_MAX, **state})  # one pickled before the range was kept: 8 bits
+
     @property
     def compute_dtype(self) -> torch.dtype:
         """The dtype the op computes in: bf16 for a bf16 model (pt2e's int8-mixed-bf16), else float32."""
@@ -83,7 +86,7 @@ class QuantizedModule(nn.Module):
 
     def quantized_input(self, x: torch.Tensor) -> torch.Tensor:
         """`x` quantized to uint8 and back, in the dtype the op computes in."""
-        s, z, top = self.input_scale, self.input_zero_point, getattr(self, "input_quant_max", U8_MAX)
+        s, z, top = self.input_scale, self.input_zero_point, self.input_quant_max
         q = _qd.quantize_per_tensor(x, s, z, U8_MIN, top, torch.uint8)
         return _to(_qd.dequantize_per_tensor(q, s, z, U8_MIN, top, torch.uint8), self.compute_dtype)
 
