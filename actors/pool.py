@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +21,9 @@ import ray
 from ray.exceptions import OutOfMemoryError, RayActorError, RayTaskError, WorkerCrashedError
 
 from raytune_inc.errors import EvaluatorStartError
-from raytune_inc.evaluation import EvaluateFn
+from raytune_inc.evaluation import EvaluateFn, evaluate_config
 from raytune_inc.records import Failed, Lost
-from raytune_inc.space import TuningSpace
+from raytune_inc.space import Config, TuningSpace
 
 from .evaluator import EvaluationRecord, RemoteEvaluator
 
@@ -36,6 +38,17 @@ class _Slot:
     node: str = ""  # its Ray node id, once it is up
 
 
+@dataclass
+class Here:
+    """The driver's own process lent as an evaluator until the first evaluator is up (`EvaluatorPool.lend_here`):
+    `evaluate` runs in a thread of this process; `release()` frees what it kept once it is no longer lent."""
+
+    evaluate: EvaluateFn
+    release: Callable[[], None]
+    timeout: float | None = None  # eval_timeout: an evaluation here stops itself (it cannot be killed)
+    lock: Any = None  # held around each evaluation here (not timed): what else uses the same model takes it too
+
+
 class EvaluatorPool:
     """Evaluator actors: starting ones, idle ones, and the ones running a task.
 
@@ -48,6 +61,12 @@ class EvaluatorPool:
     come up while the driver calibrates and evaluates the baseline. Evaluators take work as soon
     as each one is up, so the pool's start-up overlaps the first trials. `await start()` waits
     until one is up. `startup` has each evaluator's seconds from its start to its being up.
+
+    Until the first evaluator is up, the driver's own process may evaluate the trials the committed
+    path waits for (`lend_here`; `submit(..., here=True)` while `here_idle`), one at a time, in a
+    thread: a short tuning does not wait for Ray's processes to import torch and load the model. It
+    is lent no more once an evaluator is up (its evaluation in flight ends first), and then frees
+    what it kept (`Here.release`).
     """
 
     def __init__(
@@ -76,6 +95,44 @@ class EvaluatorPool:
         self.starting: dict[concurrent.futures.Future, _Slot] = {}  # load() -> evaluator
         self.in_flight: dict[asyncio.Future, tuple[_Slot, Any]] = {}
         self._awaitable: dict[concurrent.futures.Future, asyncio.Future] = {}
+        self._here: Here | None = None  # the driver's process, while it is lent as an evaluator
+        self._here_slot: _Slot | None = None
+        self._here_thread: concurrent.futures.ThreadPoolExecutor | None = None
+        self._space: TuningSpace | None = None
+        self._start_deadline: float | None = None  # by when the first evaluator must be up (see `start`)
+        self._start_timeout = 0.0
+
+    def lend_here(self, here: Here, space: TuningSpace) -> None:
+        """Let the driver's process evaluate committed trials until an evaluator is up (see the class)."""
+        if self.idle or self.in_flight:
+            return  # an evaluator is up already
+        self._here, self._space = here, space
+        self._here_slot = _Slot(f"{self._prefix}-driver", None, (0.0, 0.0), ray.get_runtime_context().get_node_id())
+        self._here_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="raytune-inc-driver-evaluation")
+
+    @property
+    def here_idle(self) -> bool:
+        """The driver's process is lent and free: it may take a committed trial (`submit(..., here=True)`)."""
+        return self._here is not None and not any(slot is self._here_slot for slot, _ in self.in_flight.values())
+
+    @property
+    def here_name(self) -> str | None:
+        """The name the driver's process evaluates under (the history's `worker`), while it is lent."""
+        return self._here_slot.name if self._here is not None else None
+
+    def _evaluate_here(self, precisions: tuple[str, ...]) -> EvaluationRecord:
+        slot, here = self._here_slot, self._here
+        config = Config(self._space, precisions)
+        with here.lock if here.lock is not None else contextlib.nullcontext():
+            return evaluate_config(here.evaluate, config, worker=slot.name, device="cpu", node=slot.node, timeout=here.timeout).record()
+
+    def _stop_lending(self) -> None:
+        """An evaluator is up: the driver's process takes no more trials; what it kept goes once its last one ended."""
+        if self._here is None or not self.here_idle:
+            return
+        here, self._here = self._here, None
+        self._here_thread.shutdown(wait=True)
+        here.release()
 
     def load(self, space: TuningSpace, evaluate: EvaluateFn) -> None:
         """Hand the space and the evaluation to every evaluator, those already up and those to come."""
@@ -123,20 +180,27 @@ class EvaluatorPool:
         return self._awaitable[future]
 
     async def start(self, timeout: float) -> None:
-        """Start the evaluators (see `launch`) and wait until at least one is up, or raise naming the resources asked for."""
+        """Start the evaluators (see `launch`) and wait until at least one is up, or raise naming the resources asked
+        for. While the driver's process is lent (`lend_here`), it returns at once: `wait` raises that error if no
+        evaluator is up `timeout` seconds from now."""
         if self._loaded is None:
             raise RuntimeError("load(space, evaluate) before start()")
         self.launch()
-        while not self.idle:
+        self._start_deadline = time.monotonic() + timeout
+        self._start_timeout = timeout
+        while not self.idle and self._here is None:
             waiting = {self._asyncio(f): f for f in self.starting}
             done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             if not done:
-                raise EvaluatorStartError(
-                    f"no evaluator started within {timeout:.0f} s ({len(self._shares)} asked for, (num_cpus, num_gpus) "
-                    f"{sorted(set(self._shares))}; the cluster has {ray.cluster_resources()}): "
-                    "ask for fewer workers or smaller shares, or add nodes"
-                )
+                raise self._start_error()
             self._take_started([waiting[d] for d in done])
+
+    def _start_error(self) -> EvaluatorStartError:
+        return EvaluatorStartError(
+            f"no evaluator started within {self._start_timeout:.0f} s ({len(self._shares)} asked for, (num_cpus, num_gpus) "
+            f"{sorted(set(self._shares))}; the cluster has {ray.cluster_resources()}): "
+            "ask for fewer workers or smaller shares, or add nodes"
+        )
 
     def _take_started(self, done) -> None:
         """Make the evaluators that came up idle; one that died starting, not by its own error, is started again."""
@@ -161,10 +225,17 @@ class EvaluatorPool:
             self._start_deaths = 0
             self.startup[slot.name] = time.monotonic() - self._start_times[slot.name]
             self.idle.append(slot)
+        if self.idle:
+            self._stop_lending()
         self.launch()  # the next ones, in the room those left
 
-    def submit(self, precisions: tuple[str, ...], payload: Any, task_name: str) -> str:
-        """Start evaluating on an idle evaluator; returns the evaluator's name."""
+    def submit(self, precisions: tuple[str, ...], payload: Any, task_name: str, here: bool = False) -> str:
+        """Start evaluating on an idle evaluator (`here`: in the driver's process, while `here_idle`); returns the
+        evaluator's name."""
+        if here:
+            future = asyncio.get_running_loop().run_in_executor(self._here_thread, self._evaluate_here, precisions)
+            self.in_flight[future] = (self._here_slot, payload)
+            return self._here_slot.name
         slot = self.idle.popleft()
         ref = slot.actor.evaluate.options(name=task_name).remote(precisions)
         self.in_flight[asyncio.wrap_future(ref.future())] = (slot, payload)
@@ -180,13 +251,27 @@ class EvaluatorPool:
             if not self.starting:
                 return []
         starting = {self._asyncio(f): f for f in self.starting}
+        none_up = self._start_deadline is not None and not self.startup
+        if none_up:  # the driver's process evaluates meanwhile; an evaluator must still come up in time
+            left = max(0.0, self._start_deadline - time.monotonic())
+            timeout = left if timeout is None else min(timeout, left)
         done, _ = await asyncio.wait([*self.in_flight, *starting], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         self._take_started([starting[f] for f in done if f in starting])
+        if none_up and not self.startup and time.monotonic() >= self._start_deadline:
+            raise self._start_error()
         finished = []
         for future in done:
             if future not in self.in_flight:
                 continue
             slot, payload = self.in_flight.pop(future)
+            if slot is self._here_slot:
+                try:
+                    finished.append((payload, future.result()))
+                except Exception as exc:  # what escapes evaluate_config: the driver decides what it means
+                    finished.append((payload, Failed(exc, exc)))
+                if self.idle or self.in_flight:
+                    self._stop_lending()
+                continue
             try:
                 record: EvaluationRecord | Lost = future.result()
             except LOST_ERRORS as exc:
@@ -217,12 +302,19 @@ class EvaluatorPool:
         self.launch()
 
     def shutdown(self) -> list[Any]:
-        """Kill every evaluator; returns the payloads that were still in flight."""
+        """Kill every evaluator (an evaluation in the driver's process ends first); returns the payloads that were still
+        in flight."""
         pending = [payload for _, payload in self.in_flight.values()]
+        if self._here_thread is not None:
+            self._here_thread.shutdown(wait=True)  # the model must be whole again before anything else uses it
+            here, self._here, self._here_thread = self._here, None, None
+            if here is not None:
+                here.release()
         for future in [*self.in_flight, *self.starting]:
             future.cancel()
         for slot in [*(s for s, _ in self.in_flight.values()), *self.starting.values(), *self._booting, *self.idle]:
-            ray.kill(slot.actor, no_restart=True)
+            if slot.actor is not None:
+                ray.kill(slot.actor, no_restart=True)
         self.in_flight.clear()
         self.starting.clear()
         self._booting.clear()

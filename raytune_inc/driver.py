@@ -38,12 +38,15 @@ class Pool(Protocol):
     starting: Sized
     in_flight: Sized
 
-    def submit(self, precisions: tuple[str, ...], payload: Any, task_name: str) -> str:
-        """Start evaluating the config of `precisions` on an idle evaluator; returns the evaluator's name."""
+    def submit(self, precisions: tuple[str, ...], payload: Any, task_name: str, here: bool = False) -> str:
+        """Start evaluating the config of `precisions` on an idle evaluator (`here`: in the driver's own process, while
+        `here_idle`; it stops itself at the eval_timeout); returns the evaluator's name."""
 
     async def wait(self, timeout: float | None) -> list[tuple[Any, tuple | Lost | Failed]]:
         """The evaluations that finished since the last call, each with its payload and its `Evaluation.record()`,
         or `Lost` (its evaluator died) or `Failed` (its task failed outside the evaluation function)."""
+
+    here_idle: bool  # the driver's own process may take a committed trial now (`submit(..., here=True)`); see actors.pool
 
     def kill(self, payload: Any) -> tuple[str, str]:
         """Stop the evaluation of `payload` (past its deadline): kill its evaluator and start another in its place;
@@ -94,10 +97,10 @@ class Driver:
         accuracy = row.evaluation.accuracy
         return Outcome(accuracy, self.run.criterion.meets(accuracy, self.run.baseline))
 
-    def _dispatch(self, config: Config, stage: str) -> None:
+    def _dispatch(self, config: Config, stage: str, here: bool = False) -> None:
         row = self.run.dispatch(config, stage)
-        row.worker = self.pool.submit(config.precisions, row, f"evaluate {stage} #{row.trial_id}")
-        if self.eval_timeout:
+        row.worker = self.pool.submit(config.precisions, row, f"evaluate {stage} #{row.trial_id}", here=here)
+        if self.eval_timeout and not here:  # an evaluation in this process stops itself at its deadline
             self.deadlines[row] = time.monotonic() + self.eval_timeout
 
     def _stop_overdue(self) -> None:
@@ -168,15 +171,16 @@ class Driver:
         busy = {row.config for _, row in self.pool.in_flight.values()}
         if self.run.baseline is None and self.baseline_config not in busy and self.pool.idle:
             self._dispatch(self.baseline_config, BASELINE_STAGE)  # first, and again if its evaluator died
-        if not self.pool.idle or self.run.expired():
+        here = not self.pool.idle and self.pool.here_idle  # no evaluator up yet: this process may evaluate it
+        if not (self.pool.idle or here) or self.run.expired():
             return
         path = self.run.path
         if path is not None and (candidate := path.next_trial()) is not None and candidate.config not in busy:
             # The committed path waits for this one: no speculation needed to know it.
-            self._dispatch(candidate.config, candidate.stage)
+            self._dispatch(candidate.config, candidate.stage, here=here)
             busy.add(candidate.config)
-            if not self.pool.idle:
-                return
+        if not self.pool.idle:
+            return  # speculation goes to evaluators only
         picks: list[Candidate] = self.speculator.pick(
             self._frontier(), self.outcomes, busy | self.rows.keys(), len(self.pool.idle), self.model
         )

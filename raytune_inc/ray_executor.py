@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import warnings
 from collections.abc import Callable
 
 import ray
 
-from actors.pool import EvaluatorPool
+from actors.pool import EvaluatorPool, Here
 
 from .driver import Driver, run_coroutine
 from .errors import CpuShareWarning
@@ -18,6 +19,9 @@ from .records import CANCELLED, Evaluation
 from .run import TuningRun
 from .settings import RunSettings
 from .workers import Workers
+
+# Set to 0: the driver's process never evaluates a trial, even while no evaluator is up.
+DRIVER_EVALUATES = "RAYTUNE_INC_DRIVER_EVALUATES"
 
 
 class RayExecutor:
@@ -28,7 +32,9 @@ class RayExecutor:
     them the evaluation and drives the run (launching first if nothing did), `close()` stops them
     and the Ray it started. `max_lost`: consecutive evaluator deaths, without a result in between,
     after which the run gives up (default: twice the evaluators, at least 3). `warm`: modules each
-    evaluator imports as it comes up, before its evaluation arrives.
+    evaluator imports as it comes up, before its evaluation arrives. `lend(here)`: until the first
+    evaluator is up, this process evaluates the trials the committed path waits for (CPU evaluators
+    only: a GPU evaluator's numbers come from another device; RAYTUNE_INC_DRIVER_EVALUATES=0 turns it off).
     """
 
     parallel = True
@@ -43,6 +49,11 @@ class RayExecutor:
         self.warm = tuple(warm)
         self.pool: EvaluatorPool | None = None
         self._session: contextlib.ExitStack | None = None
+        self._here: Here | None = None
+
+    def lend(self, here: Here) -> None:
+        """Let this process evaluate committed trials with `here` until an evaluator is up (see `EvaluatorPool`)."""
+        self._here = here
 
     def shares(self) -> list[tuple[float, float]]:
         """(num_cpus, num_gpus) of each evaluator, checked against the cluster."""
@@ -110,6 +121,8 @@ class RayExecutor:
         try:
             run.monitor.attach_metrics(run.run_id)
             pool.load(run.space, run.evaluate)
+            if self._here is not None and all(g.num_gpus == 0 for g in self.groups) and os.environ.get(DRIVER_EVALUATES, "1") != "0":
+                pool.lend_here(Here(self._here.evaluate, self._here.release, run.eval_timeout, self._here.lock), run.space)
             run_coroutine(self._drive(run, pool, prepare))
         finally:
             run.evaluators_started(pool.startup)

@@ -32,8 +32,9 @@ class VirtualPool:
         self.in_flight: dict[int, tuple[str, Any]] = {}
         self._finishing: list[tuple[float, int, tuple[str, ...]]] = []
         self._order = itertools.count()
+        self.here_idle = False  # the driver's process is never lent here
 
-    def submit(self, precisions: tuple[str, ...], payload: Any, task_name: str) -> str:
+    def submit(self, precisions: tuple[str, ...], payload: Any, task_name: str, here: bool = False) -> str:
         slot = self.idle.popleft()
         key = next(self._order)
         self.in_flight[key] = (slot, payload)

@@ -135,8 +135,9 @@ def test_on_ray_the_sensitivity_guides_the_run_and_start_up_is_reported():
     parallel = tune(model, eval_fn, outliers.calibration_batches(), workers=2, **kwargs)
     assert same_trials(parallel, sequential) and parallel.config == sequential.config
     assert parallel.sensitivity.keys() == sequential.sensitivity.keys()
-    # Each evaluator that came up says how long it took; on a loaded machine the run may end before the second is up.
-    assert 1 <= len(parallel.evaluator_startup) <= 2 and all(s > 0 for s in parallel.evaluator_startup.values())
+    # Each evaluator that came up says how long it took (this short run may end before any is up: the driver evaluates
+    # meanwhile; tests/test_here.py has evaluators that come up).
+    assert len(parallel.evaluator_startup) <= 2 and all(s > 0 for s in parallel.evaluator_startup.values())
     assert 0 < parallel.first_trial_time < parallel.wall_time
 
 

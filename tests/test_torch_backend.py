@@ -304,8 +304,10 @@ class ThreadsSeen:
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("ray_local")
-def test_one_pool_holds_evaluators_of_several_shares_each_with_its_threads(net, data, tmp_path):
+def test_one_pool_holds_evaluators_of_several_shares_each_with_its_threads(net, data, tmp_path, monkeypatch):
     from raytune_inc import Workers
+
+    monkeypatch.setenv("RAYTUNE_INC_DRIVER_EVALUATES", "0")  # every trial on an evaluator, however short the run
 
     log = tmp_path / "threads"
     res = tune(net, ThreadsSeen(log, data), [data[:8]], precisions=("int8",), workers=[Workers(1, num_cpus=1), Workers(1, num_cpus=2)])

@@ -8,6 +8,7 @@ owns its state: this module hands them what they need and never writes into them
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -24,7 +25,7 @@ from ..pytorch.costs import ModelSize, measure_latency, state_dict_bytes
 from ..pytorch.deployment import checked, compile_model, deployed_accuracy
 from ..pytorch.digest import model_digest
 from ..pytorch.dtypes import model_dtype
-from ..pytorch.model_evaluation import LOWERED_CACHE, ModelEvaluation, check_lowered_cache
+from ..pytorch.model_evaluation import LOWERED_CACHE, ModelEvaluation, check_lowered_cache, release_freed_memory
 from ..pytorch.modules import model_device
 from ..pytorch.ops import discover_ops, reachable
 from ..pytorch.precisions import needs_calibration
@@ -149,10 +150,13 @@ class ModelTuning:
         if self.skip_slower:
             shapes = calibration.shapes or calibrate(model, self.calib_data, [], space.names).shapes
             space, skipped = without_slower(model, space, calibration, shapes, precisions, self.device)
+        lock = threading.Lock()  # the model, for the sensitivity's hooks and trials evaluated in this process in turn
         sensitivity = None
         if self.measure_sensitivity and self.calib_data is not None:
-            sensitivity = Sensitivity(model, space, calibration, self.calib_data, precisions)
+            sensitivity = Sensitivity(model, space, calibration, self.calib_data, precisions, lock)
         evaluation = ModelEvaluation(model, self.eval_fn, calibration, warmup=self.first_batch, lowered_cache=self.lowered_cache)
+        if hasattr(executor, "lend") and self.device.type == "cpu":
+            executor.lend(here_evaluation(evaluation, lock))
         run = TuningRun(
             space,
             evaluation,
@@ -226,6 +230,18 @@ class ModelTuning:
         if self.settings.checkpoint is not None:
             write_measures(self.settings.checkpoint, result.measures())
         return result
+
+
+def here_evaluation(evaluation: ModelEvaluation, lock: threading.Lock):
+    """`evaluation` as this process runs it while no evaluator is up (`actors.pool.Here`): in turn with the
+    sensitivity's measurement on the same model; its lowered modules freed when evaluators take over."""
+    from actors.pool import Here
+
+    def release() -> None:
+        evaluation.cache.clear()
+        release_freed_memory()
+
+    return Here(evaluation, release, lock=lock)
 
 
 def check_picklable(model: nn.Module, *objects: Any) -> None:

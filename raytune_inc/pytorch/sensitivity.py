@@ -19,8 +19,9 @@ per token, from the whole input, which it still gets), so the sampled error is t
 restricted to those channels, and building and running the op costs `channels / out_features`
 of the whole (at 1B parameters, 256 of the output head's 32000 rows). Memory: one lowered op at
 a time beside the model, which is only observed (hooks, removed after), never
-copied nor changed, so this may run in a thread while the run goes on (the run evaluates on its
-evaluators, not on this process's model).
+copied nor changed, so this may run in a thread while the run goes on on its evaluators; where
+this process evaluates trials too (until the first evaluator is up), those and the measurement
+take turns on the model (`Sensitivity`'s lock).
 """
 
 from __future__ import annotations
@@ -218,14 +219,25 @@ class Sensitivity:
     """The sensitivity of a run's ops, measured once: in a thread while the run goes (`start`; `table` is its future),
     or at once (`result`)."""
 
-    def __init__(self, model: nn.Module, space: TuningSpace, calibration: Calibration, calib_data: Iterable, precisions: Iterable[str]):
+    def __init__(
+        self,
+        model: nn.Module,
+        space: TuningSpace,
+        calibration: Calibration,
+        calib_data: Iterable,
+        precisions: Iterable[str],
+        lock: threading.Lock | None = None,
+    ):
+        """`lock`: held while measuring (the model is hooked then), for whatever else runs on the same model."""
         self._args = (model, space, calibration, calib_data, tuple(precisions))
+        self._lock = lock if lock is not None else threading.Lock()
         self._stop = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
         self.table: Future[dict[tuple[str, str], float]] = Future()  # the measured table, once measured
 
     def _measure(self) -> dict[tuple[str, str], float]:
-        return measure_sensitivity(*self._args, stop=self._stop)
+        with self._lock:
+            return measure_sensitivity(*self._args, stop=self._stop)
 
     def start(self) -> None:
         """Measure in a thread; `table` gets the result."""

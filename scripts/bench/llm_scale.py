@@ -264,6 +264,8 @@ def one(size: str, workers: int, sensitivity: bool, max_trials: int, out: str, l
         "eval_s": statistics.median(c["end"] - c["start"] for c in calls[1:] or calls),
         "trials": [[t.seq, t.stage, sorted(t.config.items()), t.meets] for t in res.trials],
         "lowered": sum(p != "fp32" for p in (res.config or {}).values()),
+        # Trials evaluated by this process while no evaluator was up (the history's worker is the run's "-driver").
+        "here": sum(str(w).endswith("-driver") for w in res.history["worker"].to_pylist()),
         **memory,
         **overheads(res.history, calls),
     }
@@ -298,6 +300,7 @@ def report(results: list[dict], command: str) -> dict:
                 f"{r['wall_s']:.1f} s" + (f" (sensitivity {r['sensitivity_s']:.1f} s)" if r["sensitivity_s"] else ""),
                 f"{r['eval_s']:.2f} s",
                 str(len(r["trials"])),
+                "-" if not r["workers"] else str(r.get("here", 0)),
             ]
         )
     notes = [
@@ -306,7 +309,8 @@ def report(results: list[dict], command: str) -> dict:
         "among the processes mapping them: the object store's one copy of the weights is counted once, across Ray's "
         "processes and the evaluators. Per-trial overhead: a trial's time on its evaluator minus the metric's own time, "
         "median over the trials whose lowered ops that evaluator had built before (cached) and over the others (built); "
-        "in brackets, how many. conservative over int8_dynamic / int8, max_trials as given, sensitivity off unless said.",
+        "in brackets, how many. conservative over int8_dynamic / int8, max_trials as given, sensitivity off unless said. "
+        "Evaluated by the driver: the trials this process evaluated itself while no evaluator was up.",
     ]
     by_size: dict[str, list[dict]] = {}
     for r in results:
@@ -366,6 +370,7 @@ def report(results: list[dict], command: str) -> dict:
             "wall time of tune",
             "metric's time per call",
             "committed trials",
+            "evaluated by the driver",
         ],
         "rows": rows,
         "notes": notes,
