@@ -460,7 +460,7 @@ def test_sigkill_during_ray_start_then_mid_trial_then_resume(tmp_path):
     _kill_when(directory, log, lambda: (directory / RUN_FILE).exists(), "--workers", 2)
     assert _lines(log) == [] and load_history(directory).num_rows == 0
     # 2. mid-trial, with evaluations in flight on two evaluators
-    _kill_when(directory, log, lambda: len(_lines(log)) >= 6, "--workers", 2, "--resume")
+    _kill_when(directory, log, lambda: len(_lines(log)) >= 12, "--workers", 2, "--resume")
     assert load_history(directory).num_rows >= 6  # what finished before the kills is kept
     _check_final(_finish(directory, log, "--workers", 2), expected, directory, log)
 
