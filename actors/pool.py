@@ -14,7 +14,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -46,7 +46,8 @@ class Here:
     evaluate: EvaluateFn
     release: Callable[[], None]
     timeout: float | None = None  # eval_timeout: an evaluation here stops itself (it cannot be killed)
-    lock: Any = None  # held around each evaluation here (not timed): what else uses the same model takes it too
+    # Held around each evaluation here (not timed): what else uses the same model takes it too.
+    lock: contextlib.AbstractContextManager = field(default_factory=contextlib.nullcontext)
 
 
 class EvaluatorPool:
@@ -102,10 +103,15 @@ class EvaluatorPool:
         self._start_deadline: float | None = None  # by when the first evaluator must be up (see `start`)
         self._start_timeout = 0.0
 
+    @property
+    def _evaluator_up(self) -> bool:
+        """An evaluator is up: idle, or running a task."""
+        return bool(self.idle) or any(slot is not self._here_slot for slot, _ in self.in_flight.values())
+
     def lend_here(self, here: Here, space: TuningSpace) -> None:
         """Let the driver's process evaluate committed trials until an evaluator is up (see the class)."""
-        if self.idle or self.in_flight:
-            return  # an evaluator is up already
+        if self._evaluator_up:
+            return
         self._here, self._space = here, space
         self._here_slot = _Slot(f"{self._prefix}-driver", None, (0.0, 0.0), ray.get_runtime_context().get_node_id())
         self._here_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="raytune-inc-driver-evaluation")
@@ -115,24 +121,25 @@ class EvaluatorPool:
         """The driver's process is lent and free: it may take a committed trial (`submit(..., here=True)`)."""
         return self._here is not None and not any(slot is self._here_slot for slot, _ in self.in_flight.values())
 
-    @property
-    def here_name(self) -> str | None:
-        """The name the driver's process evaluates under (the history's `worker`), while it is lent."""
-        return self._here_slot.name if self._here is not None else None
-
     def _evaluate_here(self, precisions: tuple[str, ...]) -> EvaluationRecord:
         slot, here = self._here_slot, self._here
         config = Config(self._space, precisions)
-        with here.lock if here.lock is not None else contextlib.nullcontext():
+        with here.lock:
             return evaluate_config(here.evaluate, config, worker=slot.name, device="cpu", node=slot.node, timeout=here.timeout).record()
 
     def _stop_lending(self) -> None:
-        """An evaluator is up: the driver's process takes no more trials; what it kept goes once its last one ended."""
-        if self._here is None or not self.here_idle:
-            return
+        """Once an evaluator is up and the driver's process has no trial in flight: it takes no more, and frees what
+        it kept."""
+        if self._here is not None and self.here_idle and self._evaluator_up:
+            self._end_lending()
+
+    def _end_lending(self) -> None:
+        """Wait for the trial in the driver's process, if any (the model must be whole again before anything else uses
+        it), then free what it kept, once."""
         here, self._here = self._here, None
         self._here_thread.shutdown(wait=True)
-        here.release()
+        if here is not None:
+            here.release()
 
     def load(self, space: TuningSpace, evaluate: EvaluateFn) -> None:
         """Hand the space and the evaluation to every evaluator, those already up and those to come."""
@@ -225,8 +232,7 @@ class EvaluatorPool:
             self._start_deaths = 0
             self.startup[slot.name] = time.monotonic() - self._start_times[slot.name]
             self.idle.append(slot)
-        if self.idle:
-            self._stop_lending()
+        self._stop_lending()
         self.launch()  # the next ones, in the room those left
 
     def submit(self, precisions: tuple[str, ...], payload: Any, task_name: str, here: bool = False) -> str:
@@ -269,8 +275,7 @@ class EvaluatorPool:
                     finished.append((payload, future.result()))
                 except Exception as exc:  # what escapes evaluate_config: the driver decides what it means
                     finished.append((payload, Failed(exc, exc)))
-                if self.idle or self.in_flight:
-                    self._stop_lending()
+                self._stop_lending()
                 continue
             try:
                 record: EvaluationRecord | Lost = future.result()
@@ -306,10 +311,7 @@ class EvaluatorPool:
         in flight."""
         pending = [payload for _, payload in self.in_flight.values()]
         if self._here_thread is not None:
-            self._here_thread.shutdown(wait=True)  # the model must be whole again before anything else uses it
-            here, self._here, self._here_thread = self._here, None, None
-            if here is not None:
-                here.release()
+            self._end_lending()
         for future in [*self.in_flight, *self.starting]:
             future.cancel()
         for slot in [*(s for s, _ in self.in_flight.values()), *self.starting.values(), *self._booting, *self.idle]:

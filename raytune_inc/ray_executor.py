@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 import warnings
@@ -122,7 +123,7 @@ class RayExecutor:
             run.monitor.attach_metrics(run.run_id)
             pool.load(run.space, run.evaluate)
             if self._here is not None and all(g.num_gpus == 0 for g in self.groups) and os.environ.get(DRIVER_EVALUATES, "1") != "0":
-                pool.lend_here(Here(self._here.evaluate, self._here.release, run.eval_timeout, self._here.lock), run.space)
+                pool.lend_here(dataclasses.replace(self._here, timeout=run.eval_timeout), run.space)
             run_coroutine(self._drive(run, pool, prepare))
         finally:
             run.evaluators_started(pool.startup)
