@@ -7,6 +7,7 @@ import importlib
 import ray
 
 from raytune_inc.evaluation import EvaluateFn, evaluate_config
+from raytune_inc.running import Goal
 from raytune_inc.space import Config, TuningSpace
 
 # What an evaluation returns to the driver: Evaluation.record(), a small tuple, never a tensor.
@@ -56,9 +57,11 @@ class Evaluator:
             prepare("cuda" if self._gpu else "cpu", max(1, int(cpus)))
         return self._node
 
-    def evaluate(self, precisions: tuple[str, ...]) -> EvaluationRecord:
+    def evaluate(self, precisions: tuple[str, ...], goal: Goal | None = None) -> EvaluationRecord:
+        """Evaluate the config of `precisions`; `goal`: stop once it is surely missed (an evaluation that yields
+        `running.Running`)."""
         config = Config(self._space, precisions)
-        record = evaluate_config(self._evaluate, config, worker=self._name, device=self._device, node=self._node).record()
+        record = evaluate_config(self._evaluate, config, worker=self._name, device=self._device, node=self._node, goal=goal).record()
         self._report_cache()
         return record
 

@@ -23,6 +23,7 @@ from ray.exceptions import OutOfMemoryError, RayActorError, RayTaskError, Worker
 from raytune_inc.errors import EvaluatorStartError
 from raytune_inc.evaluation import EvaluateFn, evaluate_config
 from raytune_inc.records import Failed, Lost
+from raytune_inc.running import Goal
 from raytune_inc.space import Config, TuningSpace
 
 from .evaluator import EvaluationRecord, RemoteEvaluator
@@ -121,11 +122,13 @@ class EvaluatorPool:
         """The driver's process is lent and free: it may take a committed trial (`submit(..., here=True)`)."""
         return self._here is not None and not any(slot is self._here_slot for slot, _ in self.in_flight.values())
 
-    def _evaluate_here(self, precisions: tuple[str, ...]) -> EvaluationRecord:
+    def _evaluate_here(self, precisions: tuple[str, ...], goal: Goal | None) -> EvaluationRecord:
         slot, here = self._here_slot, self._here
         config = Config(self._space, precisions)
         with here.lock:
-            return evaluate_config(here.evaluate, config, worker=slot.name, device="cpu", node=slot.node, timeout=here.timeout).record()
+            return evaluate_config(
+                here.evaluate, config, worker=slot.name, device="cpu", node=slot.node, timeout=here.timeout, goal=goal
+            ).record()
 
     def _stop_lending(self) -> None:
         """Once an evaluator is up and the driver's process has no trial in flight: it takes no more, and frees what
@@ -235,15 +238,15 @@ class EvaluatorPool:
         self._stop_lending()
         self.launch()  # the next ones, in the room those left
 
-    def submit(self, precisions: tuple[str, ...], payload: Any, task_name: str, here: bool = False) -> str:
-        """Start evaluating on an idle evaluator (`here`: in the driver's process, while `here_idle`); returns the
-        evaluator's name."""
+    def submit(self, precisions: tuple[str, ...], payload: Any, task_name: str, here: bool = False, goal: Goal | None = None) -> str:
+        """Start evaluating on an idle evaluator (`here`: in the driver's process, while `here_idle`), told `goal`
+        (see `running`); returns the evaluator's name."""
         if here:
-            future = asyncio.get_running_loop().run_in_executor(self._here_thread, self._evaluate_here, precisions)
+            future = asyncio.get_running_loop().run_in_executor(self._here_thread, self._evaluate_here, precisions, goal)
             self.in_flight[future] = (self._here_slot, payload)
             return self._here_slot.name
         slot = self.idle.popleft()
-        ref = slot.actor.evaluate.options(name=task_name).remote(precisions)
+        ref = slot.actor.evaluate.options(name=task_name).remote(precisions, goal)
         self.in_flight[asyncio.wrap_future(ref.future())] = (slot, payload)
         return slot.name
 

@@ -26,6 +26,7 @@ _PUBLIC = {
     "ModelTuneResult": "model.result",
     "Op": "space",
     "RaytuneError": "errors",
+    "Running": "running",
     "Strategy": "strategies",
     "StrategyError": "errors",
     "Trial": "records",

@@ -22,6 +22,7 @@ from .history.table import HistoryRow
 from .pass_model import PassModel
 from .records import BASELINE_STAGE, ERROR, LOST, Evaluation, Failed, Lost
 from .run import TuningRun
+from .running import Goal
 from .space import Config
 from .speculation import Frontier, Speculator
 from .strategies import Candidate, Outcome
@@ -38,9 +39,10 @@ class Pool(Protocol):
     starting: Sized
     in_flight: Sized
 
-    def submit(self, precisions: tuple[str, ...], payload: Any, task_name: str, here: bool = False) -> str:
+    def submit(self, precisions: tuple[str, ...], payload: Any, task_name: str, here: bool = False, goal: Goal | None = None) -> str:
         """Start evaluating the config of `precisions` on an idle evaluator (`here`: in the driver's own process, while
-        `here_idle`; it stops itself at the eval_timeout); returns the evaluator's name."""
+        `here_idle`; it stops itself at the eval_timeout), told the `goal` where it may stop once it surely misses it
+        (`running`); returns the evaluator's name."""
 
     async def wait(self, timeout: float | None) -> list[tuple[Any, tuple | Lost | Failed]]:
         """The evaluations that finished since the last call, each with its payload and its `Evaluation.record()`,
@@ -82,7 +84,7 @@ class Driver:
         if run.prior is not None:
             self.model.set_prior(run.prior)
         self.speculator = Speculator(run.strategy, run.space, run.precisions, run.criterion, run.max_trials)
-        # The finished evaluation of each config (ok or error), those recorded by earlier sessions included.
+        # The finished evaluation of each config (ok, error or rejected), those recorded by earlier sessions included.
         self.rows: dict[Config, HistoryRow] = dict(run.recorded)
         self.outcomes: dict[Config, Outcome] = {}  # their outcomes, once the baseline is known
         self.lost_in_a_row = 0
@@ -99,7 +101,7 @@ class Driver:
 
     def _dispatch(self, config: Config, stage: str, here: bool = False) -> None:
         row = self.run.dispatch(config, stage)
-        row.worker = self.pool.submit(config.precisions, row, f"evaluate {stage} #{row.trial_id}", here=here)
+        row.worker = self.pool.submit(config.precisions, row, f"evaluate {stage} #{row.trial_id}", here=here, goal=self.run.goal)
         if self.eval_timeout and not here:  # an evaluation in this process stops itself at its deadline
             self.deadlines[row] = time.monotonic() + self.eval_timeout
 

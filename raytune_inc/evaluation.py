@@ -11,7 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .deadline import EvaluationTimeout, call_with_deadline, timed_out
-from .records import ERROR, OK, Evaluation
+from .records import ERROR, OK, REJECTED, Evaluation
+from .running import Goal, Read, RunningError, is_running, read
 from .space import Config
 
 EvaluateFn = Callable[[dict[str, str]], float]
@@ -40,22 +41,39 @@ def evaluate_config(
     device: str | None = None,
     node: str | None = None,
     timeout: float | None = None,
+    goal: Goal | None = None,
 ) -> Evaluation:
     """Run `evaluate` on `config`. An exception or NaN gives an errored Evaluation; a non-number raises TypeError.
 
     `node`: where it ran (an evaluator gives its Ray node id); this host's name when not given. `timeout`: seconds
     after which the evaluation is interrupted in this thread (see `deadline`), an errored Evaluation that says so.
+    An evaluation that returns an iterator of `running.Running` is read to its end, or with a `goal` until it
+    certainly misses it: a rejected Evaluation with the bound it reached (a broken protocol raises RunningError).
     """
     node = node or socket.gethostname()
     start = time.time()
+    where = f"the evaluation of config {config.as_dict()}"
+
+    def call() -> Any:
+        value = evaluate(config.as_dict())
+        return read(value, goal, where) if is_running(value) else value
+
     try:
-        value = call_with_deadline(lambda: evaluate(config.as_dict()), timeout)
+        value = call_with_deadline(call, timeout)
     except EvaluationTimeout as exc:
         return Evaluation(config, None, ERROR, timed_out(exc, timeout), start, time.time(), worker, node, device)
+    except RunningError:
+        raise
     except Exception:
         return Evaluation(config, None, ERROR, traceback.format_exc(), start, time.time(), worker, node, device)
     end = time.time()
+    samples = {}
+    if isinstance(value, Read):
+        samples = {"samples": value.samples, "samples_total": value.samples_total}
+        if value.rejected:
+            return Evaluation(config, None, REJECTED, None, start, end, worker, node, device, bound=value.bound, **samples)
+        value = value.accuracy
     accuracy = as_accuracy(value, config)
     if math.isnan(accuracy):
-        return Evaluation(config, None, ERROR, "the evaluation returned NaN", start, end, worker, node, device)
-    return Evaluation(config, accuracy, OK, None, start, end, worker, node, device)
+        return Evaluation(config, None, ERROR, "the evaluation returned NaN", start, end, worker, node, device, **samples)
+    return Evaluation(config, accuracy, OK, None, start, end, worker, node, device, **samples)

@@ -48,7 +48,8 @@ class RayMetrics:
         self.tags = {"strategy": strategy, "run": run_id[:8]}
         counter = "Counter"
         self.committed = _metric(counter, "trials_committed", "Trials committed, in strategy order", self.TRIAL_TAGS)
-        self.evaluated = _metric(counter, "trials_evaluated", "Evaluations finished (ok or error), the baseline included", self.TRIAL_TAGS)
+        finished = "Evaluations finished (ok, error or rejected), the baseline included"
+        self.evaluated = _metric(counter, "trials_evaluated", finished, self.TRIAL_TAGS)
         self.wasted = _metric(counter, "trials_wasted", "Evaluations finished but never committed (speculative misses)", self.TRIAL_TAGS)
         self.errored = _metric(counter, "trials_errored", "Evaluations that raised", self.TRIAL_TAGS)
         self.lost = _metric(counter, "trials_lost", "Evaluations lost with their evaluator (evaluated again)", self.TRIAL_TAGS)

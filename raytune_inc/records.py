@@ -1,9 +1,10 @@
 """Records of a run: one evaluation, one committed trial, and the result; and the words that describe them.
 
-- Status of an evaluation: `ok`, `error` (it raised or returned NaN), `cancelled` (in flight
-  when the run stopped), `lost` (its evaluator died; it is evaluated again).
+- Status of an evaluation: `ok`, `error` (it raised or returned NaN), `rejected` (stopped once
+  it certainly failed the goal: see `running`), `cancelled` (in flight when the run stopped),
+  `lost` (its evaluator died; it is evaluated again).
 - `BASELINE_STAGE`: the stage of the all-fp32 evaluation; strategies name the other stages.
-- *Evaluated*: finished ok or error. *Wasted*: evaluated, not the baseline, never committed
+- *Evaluated*: finished ok, error or rejected. *Wasted*: evaluated, not the baseline, never committed
   (a speculative miss). The *result*: the last committed trial that meets the goal.
 """
 
@@ -24,17 +25,18 @@ if TYPE_CHECKING:
 class Status(StrEnum):
     OK = "ok"
     ERROR = "error"
+    REJECTED = "rejected"
     CANCELLED = "cancelled"
     LOST = "lost"
 
 
-OK, ERROR, CANCELLED, LOST = Status.OK, Status.ERROR, Status.CANCELLED, Status.LOST
-EVALUATED = (OK, ERROR)  # the statuses of an evaluation that finished
+OK, ERROR, REJECTED, CANCELLED, LOST = Status.OK, Status.ERROR, Status.REJECTED, Status.CANCELLED, Status.LOST
+EVALUATED = (OK, ERROR, REJECTED)  # the statuses of an evaluation that finished
 BASELINE_STAGE = "baseline"
 
 
 def is_wasted(status: str, stage: str, commit_seq: int | None) -> bool:
-    """An evaluation that finished (ok or error) but was never committed, other than the baseline: a speculative miss."""
+    """An evaluation that finished (ok, error or rejected) but was never committed, other than the baseline: a speculative miss."""
     return status in EVALUATED and stage != BASELINE_STAGE and commit_seq is None
 
 
@@ -60,7 +62,9 @@ class Evaluation:
     """One call of the evaluation function on one config, wherever it ran.
 
     `accuracy` is None when the evaluation raised or returned NaN; `error` then says
-    why (with the traceback text where there was one).
+    why (with the traceback text where there was one). An evaluation that yielded `Running`
+    has `samples` (read) and `samples_total`; a rejected one (stopped once it certainly failed
+    the goal) has no accuracy and the `bound` it reached: the best its accuracy could have been.
     """
 
     config: Config
@@ -72,10 +76,16 @@ class Evaluation:
     worker: str = "in-process"
     node: str = ""  # the Ray node id of the evaluator that ran it; the host name for an in-process evaluation
     device: str | None = None
+    samples: int | None = None
+    samples_total: int | None = None
+    bound: float | None = None
 
     def record(self) -> tuple:
         """The evaluation without its config: the small record an evaluator sends back."""
-        return (self.accuracy, self.status, self.error, self.start, self.end, self.worker, self.node, self.device)
+        return (
+            self.accuracy, self.status, self.error, self.start, self.end, self.worker, self.node, self.device,
+            self.samples, self.samples_total, self.bound,
+        )  # fmt: skip
 
     @classmethod
     def from_record(cls, config: Config, record: tuple) -> Evaluation:
@@ -114,6 +124,7 @@ class Trial:
     meets: bool
     stage: str
     error: str | None = None
+    bound: float | None = None  # a rejected trial's: the best its accuracy could have been (it failed surely)
 
     @cached_property
     def config(self) -> dict[str, str]:
@@ -121,6 +132,8 @@ class Trial:
 
     @property
     def status(self) -> str:
+        if self.bound is not None:
+            return REJECTED
         return OK if self.error is None else ERROR
 
 

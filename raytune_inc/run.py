@@ -25,6 +25,7 @@ from .history.table import HistoryRow
 from .monitor import RunMonitor
 from .pass_model import Prior, check_prior
 from .records import BASELINE_STAGE, Evaluation, Trial, TuneResult
+from .running import Goal
 from .settings import RunSettings, check_baseline
 from .space import Config, TuningSpace
 
@@ -38,7 +39,8 @@ class TuningRun:
     expected accuracy loss of each (op, precision) alone (a mapping, or a `pass_model.Prior`), or a
     future of a measured proxy of it (tune's sensitivity, in a thread: see `take_prior`); it guides the
     speculation, never the result. `extras`: entries of the caller's to add to the fingerprint (tune's
-    model digest and torch versions), which a resumed run must share.
+    model digest and torch versions), which a resumed run must share. `early_decisions=False`: no
+    evaluation is told the goal, so every one is read to its end (see `goal`).
     """
 
     def __init__(
@@ -49,6 +51,7 @@ class TuningRun:
         baseline: float | None = None,
         prior: PriorInput | None = None,
         extras: Mapping[str, Any] | None = None,
+        early_decisions: bool = True,
     ):
         settings.check_space(space)
         if not callable(evaluate):
@@ -56,6 +59,7 @@ class TuningRun:
         self.settings = settings
         self.space = space
         self.evaluate = evaluate
+        self.early_decisions = early_decisions
         self.baseline: float | None = check_baseline(baseline)
         self._measured_prior: Future | None = prior if isinstance(prior, Future) else None
         self.prior: Prior | None = None if prior is None or isinstance(prior, Future) else check_prior(prior, space, self.precisions)
@@ -134,6 +138,14 @@ class TuningRun:
 
     def expired(self) -> bool:
         return self.timeout > 0 and time.monotonic() - self.started >= self.timeout
+
+    @property
+    def goal(self) -> Goal | None:
+        """What a trial's evaluation is told so that it may stop once it surely misses the goal (`running`): the goal,
+        once the baseline is known, where the strategy decides by `meets` alone; else None (evaluate to the end)."""
+        if self.baseline is None or not (self.early_decisions and self.strategy.decides_by_goal):
+            return None
+        return Goal(self.criterion.goal(self.baseline), self.criterion.higher_is_better)
 
     def dispatch(self, config: Config, stage: str) -> HistoryRow:
         """A new history row for an evaluation about to start; its trial id is the dispatch order."""

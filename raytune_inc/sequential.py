@@ -35,7 +35,7 @@ class SequentialExecutor:
                     break
                 row = run.dispatch(candidate.config, candidate.stage)
                 run.monitor.pool(1, 0)
-                run.complete(row, evaluate_config(run.evaluate, row.config, timeout=run.eval_timeout))
+                run.complete(row, evaluate_config(run.evaluate, row.config, timeout=run.eval_timeout, goal=run.goal))
                 run.monitor.pool(0, 1)
             run.commit(row)
             run.save()

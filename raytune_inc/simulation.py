@@ -17,6 +17,7 @@ from typing import Any
 from .driver import Driver
 from .evaluation import evaluate_config
 from .run import TuningRun
+from .running import Goal
 from .space import Config
 
 
@@ -34,19 +35,19 @@ class VirtualPool:
         self._order = itertools.count()
         self.here_idle = False  # the driver's process is never lent here
 
-    def submit(self, precisions: tuple[str, ...], payload: Any, task_name: str, here: bool = False) -> str:
+    def submit(self, precisions: tuple[str, ...], payload: Any, task_name: str, here: bool = False, goal: Goal | None = None) -> str:
         slot = self.idle.popleft()
         key = next(self._order)
         self.in_flight[key] = (slot, payload)
-        heapq.heappush(self._finishing, (self.now + self.cost, key, precisions))
+        heapq.heappush(self._finishing, (self.now + self.cost, key, precisions, goal))
         return slot
 
     async def wait(self, timeout: float | None) -> list:
-        finish, key, precisions = heapq.heappop(self._finishing)
+        finish, key, precisions, goal = heapq.heappop(self._finishing)
         self.now = finish
         slot, payload = self.in_flight.pop(key)
         self.idle.append(slot)
-        return [(payload, evaluate_config(self.run.evaluate, Config(self.run.space, precisions), worker=slot).record())]
+        return [(payload, evaluate_config(self.run.evaluate, Config(self.run.space, precisions), worker=slot, goal=goal).record())]
 
 
 def simulate(run: TuningRun, workers: int) -> float:

@@ -62,3 +62,46 @@ class AdditiveLossEvaluation:
         if self.cost:
             time.sleep(self.cost)
         return round(self.baseline - sum(self.losses.get(item, 0.0) for item in config.items()), 6)
+
+
+@dataclass
+class PerSampleEvaluation:
+    """An evaluation over `samples` samples read `batch` at a time, each scoring in [0, 1], yielding `running.Running`
+    after each batch (`yields=False`: the mean, read to the end): sample i scores clip(b_i - L * w_i, 0, 1) for the
+    config's additive loss L (`AdditiveLossEvaluation`'s, without its baseline), with b_i and w_i drawn once from
+    `seed`. `cost` seconds of sleep per full evaluation, spread over its batches; `reads` counts the samples read in
+    this process (for tests)."""
+
+    space: TuningSpace
+    seed: int = 0
+    samples: int = 400
+    batch: int = 20
+    cost: float = 0.0
+    yields: bool = True
+    sensitive: float = 0.15
+    reads: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        self.losses = AdditiveLossEvaluation(self.space, self.seed, sensitive=self.sensitive).losses
+        rng = random.Random(self.seed + 1)
+        self.scores = [(rng.uniform(0.98, 1.0), rng.uniform(0.0, 4.0)) for _ in range(self.samples)]
+
+    def _steps(self, config: dict[str, str]):
+        from .running import Running
+
+        loss = sum(self.losses.get(item, 0.0) for item in config.items())
+        total = 0.0
+        for start in range(0, self.samples, self.batch):
+            part = self.scores[start : start + self.batch]
+            if self.cost:
+                time.sleep(self.cost * len(part) / self.samples)
+            total += sum(min(1.0, max(0.0, b - loss * w)) for b, w in part)
+            self.reads += len(part)
+            yield Running(total, start + len(part), self.samples)
+
+    def __call__(self, config: dict[str, str]):
+        if self.yields:
+            return self._steps(config)
+        from .running import to_end
+
+        return to_end(self._steps(config))

@@ -30,7 +30,17 @@ PACKAGES = ("raytune_inc", "actors")
 
 # Bottom first: a module may import its own layer and those below. The first prefix that matches places a module.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("raytune_inc.space", "raytune_inc.criterion", "raytune_inc.errors", "raytune_inc.records", "raytune_inc.versions")),
+    (
+        "foundation",
+        (
+            "raytune_inc.space",
+            "raytune_inc.criterion",
+            "raytune_inc.errors",
+            "raytune_inc.records",
+            "raytune_inc.running",
+            "raytune_inc.versions",
+        ),
+    ),
     ("strategies", ("raytune_inc.strategies",)),
     ("commit and speculation", ("raytune_inc.committed_path", "raytune_inc.pass_model", "raytune_inc.speculation")),
     ("history", ("raytune_inc.history",)),

@@ -31,3 +31,21 @@ def test_benchmarks_md_is_rendered_from_the_published_results(tmp_path):
         with open(RESULTS / f"{part}.csv") as f:
             rows = list(csv.DictReader(f))
         assert len(rows) == len(raw) > 0, part
+
+
+def test_a_part_run_again_alone_says_when_and_on_which_machine():
+    sys.path.insert(0, str(REPO / "scripts" / "bench"))
+    try:
+        from bench_parts.markdown import markdown
+    finally:
+        sys.path.remove(str(REPO / "scripts" / "bench"))
+    machine = {"cpu": "CPU A", "cpu features": "avx2", "cores": 2, "memory": "1 GiB", "load average at start": "0.0"}
+    machine.update(torch="t", torchao="a", ray="r")
+    section = {"title": "T", "columns": ["a"], "rows": [[1]], "notes": []}
+    reports = [{"part": p, "command": p, "sections": [section]} for p in ("first", "again")]
+    later = {"again": {"date": "2026-01-02 03:04 UTC", "machine": {**machine, "cpu": "CPU B"}, "elapsed_s": 120}}
+    text = markdown(reports, {"date": "2026-01-01", "machine": machine, "later": later}, "cmd", RESULTS, 60)
+    assert "compared only among themselves: again (2026-01-02 03:04 UTC)." in text
+    first, again = text.split("## T")[1:]
+    assert "Run on" not in first and "Run on 2026-01-02 03:04 UTC, alone, in 2 minutes, on: CPU B (avx2), 2 cores" in again
+    assert "Run again later" not in markdown(reports, {"date": "d", "machine": machine}, "cmd", RESULTS, 60)

@@ -207,7 +207,29 @@ def test_a_trained_classifier_with_eval_dataloader_and_topk_is_tuned_as_tune_wou
         **FAST,
     )
     assert [(t.config, t.meets) for t in direct.trials] == [(t.config, t.meets) for t in res.trials]
-    assert [t.accuracy for t in direct.trials] == pytest.approx([t.accuracy for t in res.trials], abs=1e-6)
+    for ours, fitted in zip(direct.trials, res.trials, strict=True):
+        if fitted.status == "rejected":  # topk over a DataLoader stops a trial once it surely fails
+            assert metric != "instance" and fitted.bound >= ours.accuracy - 1e-9 and not ours.meets
+        else:
+            assert fitted.accuracy == pytest.approx(ours.accuracy, abs=1e-6)
+
+
+def test_topk_over_a_dataloader_stops_failing_trials_early_with_the_same_verdicts(trained):
+    model, xtr, ytr, xte, yte = trained
+    outlier = xtr.clone()
+    outlier[0] *= 1000  # one calibration image far out: static int8 activations of the first op lose the others
+    calib = DataLoader(TensorDataset(outlier, ytr), batch_size=32)
+    evaluation = DataLoader(TensorDataset(xte, yte), batch_size=20)
+    conf = PostTrainingQuantConfig(accuracy_criterion=AccuracyCriterion(tolerable_loss=0.0), excluded_precisions=NO_BF16)
+    runs = {}
+    for metric in ({"topk": 1}, METRICS("pytorch")["topk"]()):  # a user's instance: read to the end
+        res = fit(model, conf, calib_dataloader=calib, eval_dataloader=evaluation, eval_metric=metric, **FAST).result
+        runs[type(metric).__name__] = res
+    early, full = runs["dict"], runs["TopK"]
+    assert [(t.config, t.meets) for t in early.trials] == [(t.config, t.meets) for t in full.trials]
+    rejected = [r for r in early.history.to_pylist() if r["status"] == "rejected"]
+    assert rejected and all(r["samples"] < r["samples_total"] == len(yte) for r in rejected)
+    assert full.history["samples"].null_count == full.history.num_rows
 
 
 def test_the_same_fit_on_ray_evaluators_commits_the_in_process_trials(trained):

@@ -35,7 +35,7 @@ from ..errors import HistoryError, HistoryWarning
 from ..records import BASELINE_STAGE, OK, Status
 from ..space import PRECISION_CODES, PRECISIONS, Config, TuningSpace
 from .fingerprint import criterion_from_fingerprint, space_from_fingerprint
-from .table import SCHEMA, finish_table
+from .table import SCHEMA, SCHEMA_BEFORE_SAMPLES, finish_table
 
 FORMAT = 1
 RUN_FILE = "run.arrow"
@@ -50,6 +50,7 @@ RUN_SCHEMA = pa.schema(
 )
 COMMIT_SCHEMA = pa.schema([("trial_id", pa.int64()), ("commit_seq", pa.int64())], metadata={b"raytune_inc": b"commits"})
 EVALUATION_SCHEMA = SCHEMA.with_metadata({b"raytune_inc": b"evaluations"})
+EVALUATION_SCHEMA_BEFORE_SAMPLES = SCHEMA_BEFORE_SAMPLES.with_metadata({b"raytune_inc": b"evaluations"})
 _SCHEMAS = {EVALUATIONS: EVALUATION_SCHEMA, COMMITS: COMMIT_SCHEMA}
 
 
@@ -111,7 +112,8 @@ def read_segment(path: Path, kind: str) -> Segment:
             if size < len(header := _stream_header(schema)) and header.startswith(source.read(size)):
                 return Segment(path, schema.empty_table(), torn_at=0)  # killed while writing its first bytes
             raise _not_ours(path, f"not an Arrow stream: {exc}") from None
-        if not reader.schema.equals(schema, check_metadata=True):
+        older = kind == EVALUATIONS and reader.schema.equals(EVALUATION_SCHEMA_BEFORE_SAMPLES, check_metadata=True)
+        if not (older or reader.schema.equals(schema, check_metadata=True)):
             raise _not_ours(path, f"its columns are {', '.join(f'{f.name}: {f.type}' for f in reader.schema)}")
         batches: list[pa.RecordBatch] = []
         good = source.tell()
@@ -125,7 +127,10 @@ def read_segment(path: Path, kind: str) -> Segment:
                 torn_at = good
                 break
             good = source.tell()
-        table = pa.Table.from_batches(batches, schema=schema).combine_chunks()  # one batch per save: one chunk
+        table = pa.Table.from_batches(batches, schema=reader.schema).combine_chunks()  # one batch per save: one chunk
+        if older:  # written before the samples columns: they are null
+            for name in schema.names[len(reader.schema) :]:
+                table = table.append_column(schema.field(name), pa.nulls(table.num_rows, schema.field(name).type))
         try:
             table.validate(full=True)
         except pa.ArrowInvalid as exc:

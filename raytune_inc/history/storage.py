@@ -135,6 +135,7 @@ def _recorded(loaded: LoadedHistory, space: TuningSpace) -> Recorded:
     results = table.filter(pc.and_(pc.is_in(table["status"], pa.array(list(EVALUATED))), pc.not_equal(table["stage"], BASELINE_STAGE)))
     configs = decode_configs(space, results["config"])
     names = ("trial_id", "commit_seq", "stage", "status", "accuracy", "error", "worker", "node", "device")
+    names += ("samples", "samples_total", "bound")
     columns = {name: results[name].to_pylist() for name in names}
     starts = pc.divide(pc.cast(results["start_time"], pa.int64()), 1e6).to_pylist()
     ends = pc.divide(pc.cast(results["end_time"], pa.int64()), 1e6).to_pylist()
@@ -143,7 +144,10 @@ def _recorded(loaded: LoadedHistory, space: TuningSpace) -> Recorded:
         if config in rows:
             continue
         c = {name: values[i] for name, values in columns.items()}
-        evaluation = Evaluation(config, c["accuracy"], c["status"], c["error"], starts[i], ends[i], c["worker"], c["node"], c["device"])
+        evaluation = Evaluation(
+            config, c["accuracy"], c["status"], c["error"], starts[i], ends[i], c["worker"], c["node"], c["device"],
+            c["samples"], c["samples_total"], c["bound"],
+        )  # fmt: skip
         row = HistoryRow(c["trial_id"], config, c["stage"], starts[i], c["worker"], evaluation, c["commit_seq"], saved=True)
         if row.commit_seq is None:
             row.commit_seq = loaded.commits.get(row.trial_id)

@@ -26,7 +26,7 @@ SCHEMA = pa.schema(
         ("config_hash", pa.string()),  # Config.digest(): sha256 of config, 16 hex digits
         ("strategy", pa.string()),
         ("stage", pa.string()),
-        ("status", pa.string()),  # ok, error, cancelled, lost
+        ("status", pa.string()),  # ok, error, rejected, cancelled, lost
         ("accuracy", pa.float64()),
         ("meets", pa.bool_()),  # null while the baseline is unknown
         ("worker", pa.string()),
@@ -35,8 +35,15 @@ SCHEMA = pa.schema(
         ("start_time", pa.timestamp("us", tz="UTC")),
         ("end_time", pa.timestamp("us", tz="UTC")),
         ("error", pa.string()),
+        # An evaluation that yielded running.Running: the samples it read and those in all (null: it did not); a
+        # rejected one (stopped once it surely missed the goal) has the bound it reached, the best its accuracy could be.
+        ("samples", pa.int64()),
+        ("samples_total", pa.int64()),
+        ("bound", pa.float64()),
     ]
 )
+# The columns of histories written before `samples`, `samples_total` and `bound`: read with those null.
+SCHEMA_BEFORE_SAMPLES = pa.schema(list(SCHEMA)[:-3])
 
 
 @dataclass(eq=False)
@@ -77,6 +84,9 @@ def rows_table(run_id: str, strategy: str, rows: list[HistoryRow], criterion: Ac
         "start_time": [int(e.start * 1e6) for e in evs],
         "end_time": [int(e.end * 1e6) for e in evs],
         "error": [e.error for e in evs],
+        "samples": [e.samples for e in evs],
+        "samples_total": [e.samples_total for e in evs],
+        "bound": [e.bound for e in evs],
     }
     return pa.table(data, schema=SCHEMA)
 

@@ -63,6 +63,7 @@ def tune(
     sensitivity: bool = True,
     eval_timeout: float | None = None,
     lowered_cache: float = LOWERED_CACHE,
+    early_decisions: bool = True,
 ) -> ModelTuneResult:
     """Find the most lowered version of the FP32 `model` whose `eval_fn(model)` meets the goal.
 
@@ -87,12 +88,15 @@ def tune(
     lowered modules it built, at most `lowered_cache` times the model's bytes (least recently used
     ones evicted). A model in bf16 or fp16 is tuned from its own dtype: "fp32" in configs and the
     history then means "as the model has it" (`res.model_dtype`, and the history's metadata say
-    which). Everything else is as in `tune_space`.
+    which). An `eval_fn` may yield `raytune_inc.Running` after each batch instead of returning the
+    accuracy (see `raytune_inc.running`): a trial is then stopped as soon as it surely misses the goal
+    (`early_decisions=False`: every evaluation is read to its end). Everything else is as in `tune_space`.
     """
     settings = RunSettings(strategy, accuracy, precisions, max_trials, timeout, workers, checkpoint, resume, eval_timeout)
     tuning = ModelTuning(
-        model, eval_fn, calib_data, settings, op_name_dict, op_type_dict, example_inputs, skip_slower, sensitivity, lowered_cache
-    )
+        model, eval_fn, calib_data, settings, op_name_dict, op_type_dict, example_inputs, skip_slower, sensitivity, lowered_cache,
+        early_decisions,
+    )  # fmt: skip
     executor = make_executor(settings.workers, warm=warm_modules(model, eval_fn))
     try:
         if executor.parallel:
@@ -122,8 +126,11 @@ class ModelTuning:
         skip_slower: bool = False,
         sensitivity: bool = True,
         lowered_cache: float = LOWERED_CACHE,
+        early_decisions: bool = True,
     ):
         check_model(model)
+        if not isinstance(early_decisions, bool):
+            raise ValueError(f"early_decisions must be True or False, got {early_decisions!r}")
         check_lowered_cache(lowered_cache)
         if not callable(eval_fn):
             raise TypeError(f"eval_fn must be callable (model -> accuracy), got {type(eval_fn).__name__}")
@@ -140,6 +147,7 @@ class ModelTuning:
         self.example_inputs, self.skip_slower, self.measure_sensitivity = example_inputs, skip_slower, sensitivity
         self.device = model_device(model)
         self.lowered_cache = lowered_cache
+        self.early_decisions = early_decisions
 
     def run(self, executor: Executor) -> ModelTuneResult:
         """Calibrate, settle the space, run it on `executor` (launched or not), and make the result."""
@@ -163,6 +171,7 @@ class ModelTuning:
             self.settings,
             # Speculating evaluators take the sensitivity as their prior from when it is measured, in a thread.
             prior=sensitivity.table if sensitivity is not None and executor.parallel else None,
+            early_decisions=self.early_decisions,
             extras={
                 "model": model_digest(model),
                 "model_dtype": model_dtype(model),

@@ -10,7 +10,10 @@
   and the inputs the model receives are recorded, as they are, as the calibration data.
 - With `eval_dataloader` and a metric the evaluation loop is ours: `metric.reset()`, then for each
   batch `metric.update(model(input), label)` (output and label moved to the CPU), then
-  `metric.result()`, on the evaluator's device.
+  `metric.result()`, on the evaluator's device. With the built-in `topk` metric and a torch
+  DataLoader whose sample count is known up front (`len(loader.sampler)`, no `drop_last`), the
+  loop yields `running.Running` after each batch (each sample scores 0 or 1), so a trial is
+  stopped once it surely misses the goal (see `raytune_inc.running`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from torch import nn
 from torch.utils._pytree import tree_map
 
 from ..pytorch.batches import Call, run_batch
-from .metric import MetricSpec
+from ..running import Running, RunningError
+from .metric import MetricSpec, TopK
 
 
 def split(batch: Any) -> tuple[Any, Any]:
@@ -110,21 +114,57 @@ class MetricEvaluation:
     def __init__(self, loader: Iterable, metric: MetricSpec):
         self.loader, self.metric = loader, metric
 
-    def __call__(self, model: nn.Module) -> float:
+    def samples(self) -> int | None:
+        """The samples one pass of the loader gives, where it is a torch DataLoader that says so and the metric is the
+        built-in topk (a mean of one 0-or-1 score per sample); None: the evaluation is read to its end."""
+        loader = self.loader
+        if self.metric.cls is not TopK or self.metric.instance is not None or not isinstance(loader, torch.utils.data.DataLoader):
+            return None
+        batch_sampler = loader.batch_sampler
+        if not isinstance(batch_sampler, torch.utils.data.BatchSampler) or batch_sampler.drop_last:
+            return None
+        try:
+            return len(batch_sampler.sampler) or None
+        except TypeError:  # an iterable dataset: no length
+            return None
+
+    def __call__(self, model: nn.Module):
+        samples = self.samples()
+        if samples is not None:
+            return self._running(model, samples)
         metric = self.metric.fresh()
         with torch.no_grad():
-            for batch in self.loader:
-                inputs, label = split(batch)
-                if label is None:
-                    raise ValueError(
-                        "The dataloader must include label to measure the metric: eval_dataloader's batches must be "
-                        "(input, label) pairs or dicts with a 'label' or 'labels' key"
-                    )
-                metric.update(_cpu(run_batch(model, inputs)), _cpu(label))
+            for _ in self._updates(model, metric):
+                pass
         value = metric.result()
         if isinstance(value, torch.Tensor | float | int) or hasattr(value, "__float__"):
             return float(value)
         raise ValueError(f"the metric's result() must be a scalar, got {value!r}")
+
+    def _updates(self, model: nn.Module, metric: Any):
+        """metric.update for each batch; yields each batch's input."""
+        for batch in self.loader:
+            inputs, label = split(batch)
+            if label is None:
+                raise ValueError(
+                    "The dataloader must include label to measure the metric: eval_dataloader's batches must be "
+                    "(input, label) pairs or dicts with a 'label' or 'labels' key"
+                )
+            metric.update(_cpu(run_batch(model, inputs)), _cpu(label))
+            yield inputs
+
+    def _running(self, model: nn.Module, samples: int):
+        """topk, batch by batch: Running(correct so far, samples so far, samples)."""
+        metric, seen = self.metric.fresh(), 0
+        for inputs in self._updates(model, metric):
+            given = _batch_size(None, inputs)
+            if metric.num_sample - seen != given or metric.num_sample > samples:
+                raise RunningError(
+                    f"topk counted {metric.num_sample - seen} samples in a batch of {given} inputs ({metric.num_sample} of "
+                    f"the loader's {samples} so far): a trial can only stop early where each input has one label"
+                )
+            seen = metric.num_sample
+            yield Running(float(metric.num_correct), seen, samples)
 
 
 class Unevaluated:

@@ -33,6 +33,7 @@ from torch import nn
 from torch.utils._pytree import tree_flatten, tree_leaves
 
 from ..errors import DeploymentError
+from ..running import is_running, to_end
 from .batches import Inputs, as_inputs
 from .modules import model_device
 
@@ -335,7 +336,8 @@ def deployed_accuracy(
         return DeployedAccuracy(eager, None, goal, None, f"the compiled model failed its check: {failure}", check)
     try:
         with torch.no_grad():
-            value = float(eval_fn(compiled))
+            value = eval_fn(compiled)
+            value = float(to_end(value, "eval_fn on the compiled model") if is_running(value) else value)
     except Exception as exc:
         error = f"eval_fn failed on the compiled model: {type(exc).__name__}: {exc}"
         warnings.warn(error, RuntimeWarning, stacklevel=2)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import torch
 from torch import nn
 
+from ..running import Running, is_running
 from ..space import FP32
 from .batches import run_batch
 from .lowering import LoweredCache, applied, apply_config
@@ -64,6 +66,10 @@ class ModelEvaluation:
     calls `prepare` once with its device and CPU count; `eval_fn` gets the model on that device.
     `warmup`: one input batch the evaluator runs through the FP32 model when it is prepared, so
     that the first trial does not pay for torch's first kernels.
+
+    An `eval_fn` that yields `running.Running` after each batch is read batch by batch by whoever
+    runs the trial (so that a trial that surely fails the goal stops there, see `running`); the
+    config stays applied until it ends or is closed.
     """
 
     def __init__(
@@ -113,11 +119,39 @@ class ModelEvaluation:
         """A model of its own with `config` applied (a copy of the FP32 model's other modules): the tuned model."""
         return apply_config(self.model, config, self.calibration, self.cache)
 
-    def __call__(self, config: Mapping[str, str]) -> float:
+    def __call__(self, config: Mapping[str, str]) -> float | Iterator[Running]:
         # The modules of this config stay while it runs; those of earlier trials go first when the budget is reached.
         lowered = {(name, precision) for name, precision in config.items() if precision != FP32}
+        trial = contextlib.ExitStack()
         try:
-            with torch.no_grad(), self.cache.pin(lowered), applied(self.model, config, self.calibration, self.cache) as model:
-                return self.eval_fn(model)
+            trial.enter_context(self.cache.pin(lowered))
+            model = trial.enter_context(applied(self.model, config, self.calibration, self.cache))
+            with torch.no_grad():
+                value = self.eval_fn(model)
+        except BaseException:
+            trial.close()
+            release_freed_memory()
+            raise
+        if is_running(value):
+            return self._running(value, trial)
+        trial.close()
+        release_freed_memory()
+        return value
+
+    @staticmethod
+    def _running(values: Iterator[Running], trial: contextlib.ExitStack) -> Iterator[Running]:
+        """`values`, read with the config applied and no autograd; the model is whole again once it ends or is closed."""
+        end = object()
+        try:
+            while True:
+                with torch.no_grad():
+                    step = next(values, end)
+                if step is end:
+                    return
+                yield step
         finally:
+            close = getattr(values, "close", None)
+            if close is not None:
+                close()
+            trial.close()
             release_freed_memory()

@@ -16,7 +16,7 @@ from ..criterion import AccuracyCriterion
 from ..history.files import read_history
 from ..history.fingerprint import criterion_from_fingerprint, space_from_fingerprint
 from ..history.measures import Measure, read_measures
-from ..records import BASELINE_STAGE, CANCELLED, ERROR, LOST, is_wasted, result_of
+from ..records import BASELINE_STAGE, CANCELLED, ERROR, LOST, REJECTED, is_wasted, result_of
 from ..space import LOWER_PRECISIONS, PRECISION_CODES, PRECISIONS
 
 # Kinds of evaluation, each with its colour (svg.COLOURS): the same in both pictures.
@@ -38,6 +38,14 @@ class Row:
     worker: str
     start: float | None  # seconds since the epoch
     end: float | None
+    bound: float | None = None  # a rejected evaluation's: the best its accuracy could have been (it surely failed)
+    samples: int | None = None  # an evaluation read batch by batch: the samples it read, and those in all
+    samples_total: int | None = None
+
+    @property
+    def shown(self) -> float | None:
+        """The value drawn for it: its accuracy, or for a rejected one the bound it reached."""
+        return self.accuracy if self.accuracy is not None else self.bound
 
     @property
     def is_baseline(self) -> bool:
@@ -55,6 +63,8 @@ class Row:
     def kind(self) -> str:
         if self.status in (CANCELLED, LOST):
             return STOPPED
+        if self.status == REJECTED:
+            return FAILS if self.committed else WASTED
         if self.status == ERROR or self.accuracy is None:
             return ERRORED
         if self.is_baseline:
@@ -126,7 +136,7 @@ def read_facts(directory: str | os.PathLike) -> Facts:
     loaded = read_history(directory)
     fp = loaded.fingerprint
     table = loaded.finished_table()
-    names = ("trial_id", "commit_seq", "config", "stage", "status", "accuracy", "meets", "worker")
+    names = ("trial_id", "commit_seq", "config", "stage", "status", "accuracy", "meets", "worker", "bound", "samples", "samples_total")
     columns = {name: table[name].to_pylist() for name in names}
     starts, ends = _seconds(table["start_time"]), _seconds(table["end_time"])
     rows = [
@@ -141,6 +151,9 @@ def read_facts(directory: str | os.PathLike) -> Facts:
             worker=_text(columns["worker"][i]),
             start=starts[i],
             end=ends[i],
+            bound=_finite(columns["bound"][i]),
+            samples=columns["samples"][i],
+            samples_total=columns["samples_total"][i],
         )
         for i in range(table.num_rows)
     ]

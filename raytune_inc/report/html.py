@@ -14,7 +14,10 @@ from .text import RIGHT, facts_list, num, table_cells, table_head
 
 
 def _tooltip(r: Row) -> str:
-    parts = [f"trial {r.trial_id}", r.stage, f"accuracy {num(r.accuracy)}", r.status]
+    value = f"accuracy {num(r.accuracy)}"
+    if r.bound is not None:
+        value = f"rejected at the bound {num(r.bound)}, {r.samples} of {r.samples_total} samples read"
+    parts = [f"trial {r.trial_id}", r.stage, value, r.status]
     if r.committed:
         parts.insert(1, f"commit {r.commit_seq}")
     if r.duration is not None:
@@ -48,7 +51,7 @@ def _accuracy_svg(f: Facts, width: int = 1100, height: int = 440) -> str:
     pad = (xhi - xlo) * 0.02
     xlo, xhi = xlo - pad, xhi + pad
     lines = [(v, name) for v, name in ((f.baseline, "baseline"), (f.goal, "goal")) if v is not None]
-    ylo, yhi = axis_span([r.accuracy for r in f.rows if r.accuracy is not None] + [v for v, _ in lines])
+    ylo, yhi = axis_span([r.shown for r in f.rows if r.shown is not None] + [v for v, _ in lines])
     if lines:
         yhi = max(yhi, max(v for v, _ in lines) + (yhi - ylo) * 20 / (y1 - band - y0 - 20))
 
@@ -82,7 +85,7 @@ def _accuracy_svg(f: Facts, width: int = 1100, height: int = 440) -> str:
 
     for r in f.rows:
         kind = r.kind
-        y = y1 - band / 2 if r.accuracy is None else sy(r.accuracy)
+        y = y1 - band / 2 if r.shown is None else sy(r.shown)
         svg.add(f'<g class="mark {kind}"><title>{esc(_tooltip(r))}</title>{marker(kind, sx(r.trial_id), y)}</g>')
     return svg.close()
 

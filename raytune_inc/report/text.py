@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 
 from ..criterion import AccuracyCriterion
 from ..history.measures import Measure
-from ..records import CANCELLED, ERROR, LOST
+from ..records import CANCELLED, ERROR, LOST, REJECTED
 from ..space import FP32, LOWER_PRECISIONS
 from .facts import Facts, Row, read_facts
 
@@ -66,11 +66,24 @@ def facts_list(f: Facts) -> list[tuple[str, str]]:
         ("committed trials", str(len(f.committed))),
         ("wasted", f"{sum(r.wasted for r in f.rows)} (evaluated, never committed)"),
         ("errored", str(f.count(ERROR))),
+        *_rejected_facts(f),
         ("cancelled", str(f.count(CANCELLED))),
         ("lost", str(f.count(LOST))),
         ("evaluation span", span),
         ("result", result_text),
         *measure_facts(f.measures),
+    ]
+
+
+def _rejected_facts(f: Facts) -> list[tuple[str, str]]:
+    """Evaluations read batch by batch: how many were rejected early, and the samples read of those in all."""
+    read = [r for r in f.rows if r.samples_total is not None]
+    if not read:
+        return []
+    samples, total = sum(r.samples or 0 for r in read), sum(r.samples_total for r in read)
+    return [
+        ("rejected", f"{f.count(REJECTED)} (stopped once they surely missed the goal; accuracy column: ~ the bound reached)"),
+        ("samples read", f"{samples} of {total} ({samples / total:.0%})"),
     ]
 
 
@@ -136,7 +149,7 @@ def _column_format(values: Iterable[float]) -> str:
 
 def table_cells(rows: Sequence[Row], precisions: tuple[str, ...]) -> list[tuple[str, ...]]:
     """The cells of the trials table (columns `table_head(precisions)`), one tuple per row."""
-    spec = _column_format(r.accuracy for r in rows if r.accuracy is not None)
+    spec = _column_format(r.shown for r in rows if r.shown is not None)
     out = []
     for r in rows:
         counts = r.counts(precisions)
@@ -147,7 +160,7 @@ def table_cells(rows: Sequence[Row], precisions: tuple[str, ...]) -> list[tuple[
                 str(r.trial_id),
                 r.stage,
                 *(str(counts[p]) for p in precisions),
-                "-" if r.accuracy is None else format(r.accuracy, spec),
+                "-" if r.shown is None else ("~" if r.accuracy is None else "") + format(r.shown, spec),
                 _yes_no(r.meets),
                 r.status,
                 r.worker,

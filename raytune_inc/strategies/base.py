@@ -81,6 +81,10 @@ class Strategy:
     """
 
     name: ClassVar[str]
+    # Whether the plan's walk depends on each outcome's `meets` alone, never on its accuracy: then an evaluation may
+    # stop as soon as it certainly misses the goal (`running`), and the walk is the same. False (the safe default) for a
+    # strategy that compares accuracies (auto mixed precision ranks ops by theirs).
+    decides_by_goal: ClassVar[bool] = False
 
     def check(self, space: TuningSpace, precisions: tuple[str, ...]) -> None:
         """Raise ValueError if this strategy has nothing to tune in `space` with `precisions`."""

@@ -55,6 +55,7 @@ class ConservativeStrategy(Strategy):
     """
 
     name = "conservative"
+    decides_by_goal = True  # accepted or not: each step looks at `meets` only
 
     def __init__(self, op_type_priority: Sequence[str] | None = None):
         if isinstance(op_type_priority, str):

@@ -40,6 +40,10 @@ class DefaultFirstStrategy(Strategy):
         if isinstance(self.then, DefaultFirstStrategy):
             raise ValueError("default_first cannot be followed by default_first")
 
+    @property
+    def decides_by_goal(self) -> bool:  # the default trial is judged by `meets`; then as `then` decides
+        return self.then is None or self.then.decides_by_goal
+
     def options(self) -> dict:
         if self.then is None:
             return {"then": None}

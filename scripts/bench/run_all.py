@@ -1,6 +1,7 @@
 """Every benchmark against the peers, in one run, on one machine: writes BENCHMARKS.md and the raw figures.
 
-    .venv/bin/python scripts/bench/run_all.py [--quick] [--parts inc,speculation,ray_tune,scaling,deployed,nncf,parallel,llm_scale]
+    .venv/bin/python scripts/bench/run_all.py [--quick]
+        [--parts inc,speculation,ray_tune,scaling,deployed,nncf,parallel,early_decisions,llm_scale]
         [--out-dir runs/bench] [--markdown BENCHMARKS.md]
 
 Parts, each a script of this folder that can also run alone (their commands are in BENCHMARKS.md):
@@ -20,6 +21,9 @@ Parts, each a script of this folder that can also run alone (their commands are 
 - parallel: tune() on 1, 2, 4 and 8 Ray evaluators, with and without the sensitivity prior, on a residual MLP with
   7 int8-sensitive layers (0.5 s evaluations) and on MiniLM (1 s evaluations) (parallel.py); beside it, the same
   driver on a virtual clock with no prior, a perfect one and a noisy one (simulate_speculation.py).
+- early_decisions: tune() with evaluations read batch by batch, a trial stopped once it surely fails, against every
+  evaluation read to its end, on the ResNet-style digits network and MiniLM, at 0, 1 and 4 evaluators
+  (early_decisions.py).
 - llm_scale: Llama-style decoders of about 0.2B, 0.5B and 1B parameters tuned in-process and on 1, 2 and 4
   evaluators: peak memory in use (system-wide and per process as PSS), time to the first trial, per-trial overhead
   outside the evaluation, wall time, committed trials identical; at 1B the sensitivity measurement's cost
@@ -30,7 +34,9 @@ The raw figures of each part, one row per measurement, go to `<results>/<part>.c
 (`run.json`); they are published with BENCHMARKS.md, and `--render` writes it again from them (a part whose
 results are not there renders nothing). Logs
 go to `<out-dir>`. Only figures taken
-in this run are compared with each other.
+in this run are compared with each other. `--parts` runs those parts alone, again, and renders the others from
+their published results: `run.json` and BENCHMARKS.md then say which parts ran later, when and on which machine
+(each part's figures are compared only among themselves).
 `--quick` makes every part smaller (fewer repeats and sizes): for checking the pipeline, not for publishing.
 
 This file is the entry point (options, the parts in order, run.json and the Markdown); each part's run and rendering
@@ -56,7 +62,7 @@ from bench_parts.runner import ensure_ray_tune, script_part
 from bench_parts.speculation import speculation_part
 from common import ROOT, machine
 
-PARTS = ("inc", "speculation", "ray_tune", "scaling", "deployed", "nncf", "parallel", "llm_scale")  # the order they run in
+PARTS = ("inc", "speculation", "ray_tune", "scaling", "deployed", "nncf", "parallel", "early_decisions", "llm_scale")  # run order
 
 
 def main() -> None:
@@ -68,7 +74,6 @@ def main() -> None:
     parser.add_argument("--markdown", default="BENCHMARKS.md")
     parser.add_argument("--render", action="store_true", help="write the Markdown again from the last run's outputs; run nothing")
     args = parser.parse_args()
-    runner.RENDER_ONLY = args.render
     parts = args.parts.split(",")
     if unknown := set(parts) - set(PARTS):
         raise SystemExit(f"--parts: unknown {sorted(unknown)}; choose from {', '.join(PARTS)}")
@@ -76,18 +81,23 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     results = args.results_dir = (ROOT / args.results).resolve()
     results.mkdir(parents=True, exist_ok=True)
-    if args.render:
-        info = json.loads((results / "run.json").read_text())
+    published = json.loads((results / "run.json").read_text()) if (results / "run.json").exists() else None
+    now = {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine("ray", "torch", "torchao", "pyarrow", "numpy"),
+    }
+    alone = not args.render and published is not None and set(parts) != set(PARTS)  # run again alone, the rest rendered
+    if args.render or alone:
+        info = published
     else:
-        info = {
-            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "machine": machine("ray", "torch", "torchao", "pyarrow", "numpy"),
-        }
+        info = now
     start = time.perf_counter()
     reports = []
     deployed = None  # the deployed part's figures, for the nncf part's side of ours
-    for part in sorted(parts, key=PARTS.index):
-        print(f"== {part}", flush=True)
+    for part in PARTS if alone else sorted(parts, key=PARTS.index):
+        runner.RENDER_ONLY = args.render or part not in parts
+        part_start = time.perf_counter()
+        print(f"== {part}" + (" (rendered from the published results)" if alone and part not in parts else ""), flush=True)
         if part == "inc":
             report = inc_part(args, out)
         elif part == "speculation":
@@ -104,6 +114,9 @@ def main() -> None:
             if not args.render:
                 ensure_ray_tune(out)
             report = script_part("ray_tune", "ray_tune_compare.py", args, out, ["--repeats", "1"])
+        elif part == "early_decisions":
+            quick = ["--workloads", "resnet", "--workers", "0", "4"]
+            report = script_part("early_decisions", "early_decisions.py", args, out, quick)
         elif part == "llm_scale":
             quick = ["--sizes", "0.2b", "--workers", "0", "2", "--sensitivity-at"]
             report = script_part("llm_scale", "llm_scale.py", args, out, quick)
@@ -112,14 +125,17 @@ def main() -> None:
         if report is None:  # rendering, and this part's results are not there
             continue
         write_raw(report, out, results)
+        if alone and not runner.RENDER_ONLY:  # this part's own run: when, on which machine, how long
+            info.setdefault("later", {})[part] = {**now, "elapsed_s": time.perf_counter() - part_start}
         reports.append(report)
-    if args.render:
+    if args.render or alone:
         elapsed = info["elapsed_s"]
     else:
         elapsed = info["elapsed_s"] = time.perf_counter() - start
+    if not args.render:
         (results / "run.json").write_text(json.dumps(info, indent=1))
     command = "python scripts/bench/run_all.py"
-    command += (f" --parts {args.parts}" if parts != list(PARTS) else "") + (" --quick" if args.quick else "")
+    command += (f" --parts {args.parts}" if parts != list(PARTS) and not alone else "") + (" --quick" if args.quick else "")
     text = markdown(reports, info, command, results, elapsed)
     (ROOT / args.markdown).write_text(text)
     print(f"wrote {args.markdown} and {os.path.relpath(results, ROOT)}/ ({elapsed / 60:.1f} min)")
