@@ -52,18 +52,17 @@ def evaluate_config(
     """
     node = node or socket.gethostname()
     start = time.time()
-    where = f"the evaluation of config {config.as_dict()}"
 
     def call() -> Any:
         value = evaluate(config.as_dict())
-        return read(value, goal, where) if is_running(value) else value
+        return read(value, goal, "it") if is_running(value) else value
 
     try:
         value = call_with_deadline(call, timeout)
     except EvaluationTimeout as exc:
         return Evaluation(config, None, ERROR, timed_out(exc, timeout), start, time.time(), worker, node, device)
-    except RunningError:
-        raise
+    except RunningError as exc:  # named here, not per batch: a config of thousands of ops is long to write
+        raise RunningError(f"the evaluation of config {config.as_dict()}: {exc}") from None
     except Exception:
         return Evaluation(config, None, ERROR, traceback.format_exc(), start, time.time(), worker, node, device)
     end = time.time()

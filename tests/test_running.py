@@ -234,3 +234,14 @@ def test_tune_stops_failing_trials_early_and_leaves_the_model_whole():
     assert "rejected" in [t.status for t in early.trials] and early_read < full_read
     assert "rejected" not in full.history["status"].to_pylist()
     assert model_digest(case.model) == digest, "a rejected trial must leave the model as it was"
+
+
+@pytest.mark.slow
+def test_tune_on_ray_evaluators_and_the_lent_driver_rejects_as_in_process(ray_local):
+    case = ARCHITECTURES["gpt2"]()
+    kwargs = {"accuracy": AccuracyCriterion(1e-5), "precisions": ("int8",), "sensitivity": False}
+    sequential = tune(case.model, RunningFidelity(case.model, case.inputs), case.calib, workers=0, **kwargs)
+    parallel = tune(case.model, RunningFidelity(case.model, case.inputs), case.calib, workers=2, **kwargs)
+    assert verdicts(parallel) == verdicts(sequential) and parallel.config == sequential.config
+    rejected = [r for r in parallel.history.to_pylist() if r["status"] == "rejected"]
+    assert rejected and all(r["samples"] < r["samples_total"] == 8 for r in rejected)
