@@ -74,8 +74,9 @@ class CommittedPath:
         if candidate is None or evaluation.config != candidate.config:
             raise RuntimeError(f"commit out of order: pending {candidate}, got an evaluation of {evaluation.config}")
         meets = self._criterion.meets(evaluation.accuracy, self._baseline)
-        ev = evaluation
-        trial = Trial(len(self.trials) + 1, candidate.config, ev.accuracy, meets, candidate.stage, ev.error, ev.bound)
+        trial = Trial(
+            len(self.trials) + 1, candidate.config, evaluation.accuracy, meets, candidate.stage, evaluation.error, evaluation.bound
+        )
         self.trials.append(trial)
         outcome = Outcome(evaluation.accuracy, meets)
         self.known[candidate.config] = outcome

@@ -82,15 +82,14 @@ def main() -> None:
     results = args.results_dir = (ROOT / args.results).resolve()
     results.mkdir(parents=True, exist_ok=True)
     published = json.loads((results / "run.json").read_text()) if (results / "run.json").exists() else None
-    now = {
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine("ray", "torch", "torchao", "pyarrow", "numpy"),
-    }
+    now = None  # this run's date and machine, when it runs anything
+    if not args.render:
+        now = {
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": machine("ray", "torch", "torchao", "pyarrow", "numpy"),
+        }
     alone = not args.render and published is not None and set(parts) != set(PARTS)  # run again alone, the rest rendered
-    if args.render or alone:
-        info = published
-    else:
-        info = now
+    info = published if args.render or alone else now
     start = time.perf_counter()
     reports = []
     deployed = None  # the deployed part's figures, for the nncf part's side of ours
@@ -111,7 +110,7 @@ def main() -> None:
         elif part == "parallel":
             report = parallel_part(args, out)
         elif part == "ray_tune":
-            if not args.render:
+            if not runner.RENDER_ONLY:
                 ensure_ray_tune(out)
             report = script_part("ray_tune", "ray_tune_compare.py", args, out, ["--repeats", "1"])
         elif part == "early_decisions":
