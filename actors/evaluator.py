@@ -59,9 +59,13 @@ class Evaluator:
 
     def evaluate(self, precisions: tuple[str, ...], goal: Goal | None = None) -> EvaluationRecord:
         """Evaluate the config of `precisions`; `goal`: stop once it is surely missed (an evaluation that yields
-        `running.Running`)."""
+        `running.Running`). Cancelled (`ray.cancel`, its config moot), it stops where it next looks (between two
+        Running steps, before a forward call of `tune`'s model) and Ray returns TaskCancelledError for it."""
         config = Config(self._space, precisions)
-        record = evaluate_config(self._evaluate, config, worker=self._name, device=self._device, node=self._node, goal=goal).record()
+        record = evaluate_config(
+            self._evaluate, config, worker=self._name, device=self._device, node=self._node, goal=goal,
+            cancelled=self._context.is_canceled,
+        ).record()  # fmt: skip
         self._report_cache()
         return record
 

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
-from ray.exceptions import OutOfMemoryError, RayActorError, RayTaskError, WorkerCrashedError
+from ray.exceptions import OutOfMemoryError, RayActorError, RayTaskError, TaskCancelledError, WorkerCrashedError
 
 from raytune_inc.errors import EvaluatorStartError
 from raytune_inc.evaluation import EvaluateFn, evaluate_config
-from raytune_inc.records import Failed, Lost
+from raytune_inc.records import Cancelled, Failed, Lost
 from raytune_inc.running import Goal
 from raytune_inc.space import Config, TuningSpace
 
@@ -96,6 +96,7 @@ class EvaluatorPool:
         self.idle: deque[_Slot] = deque()
         self.starting: dict[concurrent.futures.Future, _Slot] = {}  # load() -> evaluator
         self.in_flight: dict[asyncio.Future, tuple[_Slot, Any]] = {}
+        self._refs: dict[asyncio.Future, ray.ObjectRef] = {}  # an evaluator's task in flight -> its Ray reference
         self._awaitable: dict[concurrent.futures.Future, asyncio.Future] = {}
         self._here: Here | None = None  # the driver's process, while it is lent as an evaluator
         self._here_slot: _Slot | None = None
@@ -247,8 +248,20 @@ class EvaluatorPool:
             return self._here_slot.name
         slot = self.idle.popleft()
         ref = slot.actor.evaluate.options(name=task_name).remote(precisions, goal)
-        self.in_flight[asyncio.wrap_future(ref.future())] = (slot, payload)
+        future = asyncio.wrap_future(ref.future())
+        self.in_flight[future] = (slot, payload)
+        self._refs[future] = ref
         return slot.name
+
+    def cancel(self, payload: Any) -> bool:
+        """Cancel the evaluation of `payload` on its evaluator (`ray.cancel`: the evaluator sees it where it looks, see
+        `actors.evaluator`, and lives on); it comes back from `wait` as `Cancelled`, or with its record if it ended
+        first. False for an evaluation in the driver's process."""
+        future = next(f for f, (_, p) in self.in_flight.items() if p is payload)
+        if future not in self._refs:
+            return False
+        ray.cancel(self._refs[future])
+        return True
 
     async def wait(self, timeout: float | None) -> list[tuple[Any, EvaluationRecord | Lost | Failed]]:
         """The evaluations that finished, with their records; empty if only an evaluator came up or `timeout` passed.
@@ -273,6 +286,7 @@ class EvaluatorPool:
             if future not in self.in_flight:
                 continue
             slot, payload = self.in_flight.pop(future)
+            self._refs.pop(future, None)
             if slot is self._here_slot:
                 try:
                     finished.append((payload, future.result()))
@@ -282,6 +296,10 @@ class EvaluatorPool:
                 continue
             try:
                 record: EvaluationRecord | Lost = future.result()
+            except TaskCancelledError:
+                self.idle.append(slot)
+                finished.append((payload, Cancelled(slot.name, slot.node)))
+                continue
             except LOST_ERRORS as exc:
                 finished.append((payload, Lost(slot.name, f"evaluator {slot.name} died: {type(exc).__name__}: {exc}", slot.node)))
                 self._replace(slot)
@@ -299,6 +317,7 @@ class EvaluatorPool:
         returns the killed evaluator's name and node. That evaluation never comes back from `wait`."""
         future = next(f for f, (_, p) in self.in_flight.items() if p is payload)
         slot, _ = self.in_flight.pop(future)
+        self._refs.pop(future, None)
         future.cancel()
         self._replace(slot)
         return slot.name, slot.node
@@ -321,6 +340,7 @@ class EvaluatorPool:
             if slot.actor is not None:
                 ray.kill(slot.actor, no_restart=True)
         self.in_flight.clear()
+        self._refs.clear()
         self.starting.clear()
         self._booting.clear()
         self.idle.clear()

@@ -68,6 +68,20 @@ class CommittedPath:
             self.stop(MAX_TRIALS)
         return self._pending
 
+    def may_ask(self, config: Config) -> bool:
+        """False only if no continuation of the walk, whatever the outcomes to come, asks for `config` as a trial:
+        the walk is over, the config is answered by dedupe, max_trials leaves room for the pending trial alone, or the
+        plan says it never gives it (`ForkablePlan.may_ask`). Call it after `next_trial`."""
+        pending = self._pending
+        if pending is None or config in self.known:
+            return False
+        if config == pending.config:
+            return True
+        if len(self.trials) + 1 >= self._max_trials:
+            return False
+        may_ask = getattr(self._plan, "may_ask", None)
+        return may_ask is None or may_ask(config)
+
     def commit(self, evaluation: Evaluation) -> Trial:
         """Commit the evaluation of the pending candidate as the next trial and advance the strategy."""
         candidate = self._pending

@@ -18,9 +18,10 @@ from typing import Any, Protocol
 from .committed_path import TIMEOUT
 from .deadline import timed_out_after
 from .errors import TuningError
+from .evaluation import MOOT
 from .history.table import HistoryRow
 from .pass_model import PassModel
-from .records import BASELINE_STAGE, ERROR, LOST, Evaluation, Failed, Lost
+from .records import BASELINE_STAGE, CANCELLED, ERROR, LOST, Cancelled, Evaluation, Failed, Lost
 from .run import TuningRun
 from .running import Goal
 from .space import Config
@@ -50,6 +51,11 @@ class Pool(Protocol):
 
     here_idle: bool  # the driver's own process may take a committed trial now (`submit(..., here=True)`); see actors.pool
 
+    def cancel(self, payload: Any) -> bool:
+        """Tell the evaluator running `payload` to stop where it next looks (`running.stop_if_cancelled`); the evaluator
+        lives on. Its evaluation still comes back from `wait`: cancelled, or finished if it ended first. False where it
+        cannot be told (an evaluation in the driver's own process, which only takes committed trials)."""
+
     def kill(self, payload: Any) -> tuple[str, str]:
         """Stop the evaluation of `payload` (past its deadline): kill its evaluator and start another in its place;
         returns the evaluator's name and node. Its result never comes. Only a driver with an `eval_timeout` calls it."""
@@ -71,7 +77,10 @@ class Driver:
     `max_lost`: consecutive evaluations lost with their evaluator, without a result in between,
     after which the run gives up. `eval_timeout`: seconds an evaluation may run from its dispatch
     (None: no limit); one still running then is stopped (`pool.kill`) and recorded as an errored
-    evaluation, never evaluated again and not lost.
+    evaluation, never evaluated again and not lost. A speculative evaluation that a commit makes moot
+    (the committed path can no longer ask for its config: `CommittedPath.may_ask`) is cancelled where
+    the run makes early decisions: its evaluator stops it between batches or forward calls and takes
+    a config that is needed.
     """
 
     def __init__(self, run: TuningRun, pool: Pool, max_lost: int, eval_timeout: float | None = None):
@@ -80,6 +89,8 @@ class Driver:
         self.max_lost = max_lost
         self.eval_timeout = eval_timeout
         self.deadlines: dict[HistoryRow, float] = {}  # evaluations in flight -> monotonic time they must end by
+        self.cancelling: set[HistoryRow] = set()  # moot evaluations told to stop, until they come back
+        self.moot: set[Config] = set()  # configs cancelled: never speculated on again (the committed path may still ask)
         self.model = PassModel(run.space, run.criterion)
         if run.prior is not None:
             self.model.set_prior(run.prior)
@@ -113,6 +124,16 @@ class Driver:
             error = f"the evaluation {timed_out_after(self.eval_timeout)} on evaluator {worker}, which was killed and replaced"
             self._finish(row, Evaluation(row.config, None, ERROR, error, row.dispatched, time.time(), worker, node).record())
 
+    def _cancel_moot(self) -> None:
+        """Tell the evaluators of moot speculative evaluations to stop (the committed path can no longer ask for them)."""
+        path = self.run.path
+        if path is None or path.done or not self.run.early_decisions:
+            return
+        for _, row in list(self.pool.in_flight.values()):
+            if row not in self.cancelling and not path.may_ask(row.config) and self.pool.cancel(row):
+                self.cancelling.add(row)
+                self.moot.add(row.config)
+
     def _wait_timeout(self) -> float | None:
         """How long the next wait may be: until the run's timeout or the first deadline of an evaluation in flight."""
         now = time.monotonic()
@@ -122,6 +143,9 @@ class Driver:
     def _finish(self, row: HistoryRow, record: tuple | Lost | Failed) -> None:
         run = self.run
         self.deadlines.pop(row, None)
+        self.cancelling.discard(row)
+        if isinstance(record, Cancelled):
+            record = Evaluation(row.config, None, CANCELLED, MOOT, row.dispatched, time.time(), record.worker, record.node).record()
         if isinstance(record, Failed):
             # The evaluation function's own errors are errored evaluations; what escapes evaluate_config is a
             # TypeError naming the config (it returned something that is not an accuracy): the user's to fix.
@@ -141,6 +165,8 @@ class Driver:
         self.lost_in_a_row = 0
         evaluation = Evaluation.from_record(row.config, record)
         run.complete(row, evaluation)
+        if evaluation.status == CANCELLED:
+            return  # moot: not a result (were its config asked for after all, it would be evaluated again)
         if row.stage == BASELINE_STAGE:
             run.set_baseline(evaluation)
             self.model.set_baseline(run.baseline)
@@ -184,7 +210,7 @@ class Driver:
         if not self.pool.idle:
             return  # speculation goes to evaluators only
         picks: list[Candidate] = self.speculator.pick(
-            self._frontier(), self.outcomes, busy | self.rows.keys(), len(self.pool.idle), self.model
+            self._frontier(), self.outcomes, busy | self.rows.keys() | self.moot, len(self.pool.idle), self.model
         )
         for candidate in picks:
             self._dispatch(candidate.config, candidate.stage)
@@ -202,6 +228,7 @@ class Driver:
                 run.start_path()
             if run.path is not None:
                 self._commit_ready()
+                self._cancel_moot()
             run.save()  # the results and commits of this step, durably, before anything else is awaited
             if run.path is not None and run.path.done:
                 return

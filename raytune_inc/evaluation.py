@@ -11,11 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 from .deadline import EvaluationTimeout, call_with_deadline, timed_out
-from .records import ERROR, OK, REJECTED, Evaluation
-from .running import Goal, Read, RunningError, is_running, read
+from .records import CANCELLED, ERROR, OK, REJECTED, Evaluation
+from .running import EvaluationCancelled, Goal, Read, RunningError, cancellable, is_running, read
 from .space import Config
 
 EvaluateFn = Callable[[dict[str, str]], float]
+MOOT = "cancelled: the committed path can no longer ask for this config (a speculative evaluation made moot)"
 
 
 def as_accuracy(value: Any, config: Config) -> float:
@@ -42,6 +43,7 @@ def evaluate_config(
     node: str | None = None,
     timeout: float | None = None,
     goal: Goal | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> Evaluation:
     """Run `evaluate` on `config`. An exception or NaN gives an errored Evaluation; a non-number raises TypeError.
 
@@ -49,6 +51,8 @@ def evaluate_config(
     after which the evaluation is interrupted in this thread (see `deadline`), an errored Evaluation that says so.
     An evaluation that returns an iterator of `running.Running` is read to its end, or with a `goal` until it
     certainly misses it: a rejected Evaluation with the bound it reached (a broken protocol raises RunningError).
+    `cancelled`: a check the evaluation looks at where it may stop (see `running.cancellable`); once it is true, the
+    evaluation stops there, a cancelled Evaluation (its config moot).
     """
     node = node or socket.gethostname()
     start = time.time()
@@ -58,7 +62,11 @@ def evaluate_config(
         return read(value, goal, "it") if is_running(value) else value
 
     try:
-        value = call_with_deadline(call, timeout)
+        with cancellable(cancelled):
+            value = call_with_deadline(call, timeout)
+    except EvaluationCancelled as exc:
+        read_so_far = {"samples": exc.samples, "samples_total": exc.samples_total}
+        return Evaluation(config, None, CANCELLED, MOOT, start, time.time(), worker, node, device, **read_so_far)
     except EvaluationTimeout as exc:
         return Evaluation(config, None, ERROR, timed_out(exc, timeout), start, time.time(), worker, node, device)
     except RunningError as exc:  # named here, not per batch: a config of thousands of ops is long to write

@@ -5,9 +5,9 @@ keeps the counts, and passes them on to its sinks: `RayMetrics` (custom metrics 
 `ray.util.metrics`, shown in the Ray dashboard and on each node's Prometheus endpoint) and
 `ProgressLine` (one line on stderr, only when stderr is a terminal).
 
-The words (evaluated, committed, wasted, errored, lost) are those of `records.py`. Wasted
+The words (evaluated, committed, wasted, errored, cancelled, lost) are those of `records.py`. Wasted
 evaluations are counted when the run ends, since until then the strategy may still ask for any
-result; evaluations cancelled when the run stopped are neither evaluated nor wasted.
+result; evaluations cancelled (made moot, or in flight when the run stopped) are neither evaluated nor wasted.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 from typing import Any, TextIO
 
 from .history.table import HistoryRow
-from .records import ERROR, EVALUATED, LOST, is_wasted
+from .records import CANCELLED, ERROR, EVALUATED, LOST, is_wasted
 
 PREFIX = "raytune_inc_"
 # Trial durations from a few milliseconds (a toy evaluation) to many minutes (a large model on a big set).
@@ -53,6 +53,8 @@ class RayMetrics:
         self.wasted = _metric(counter, "trials_wasted", "Evaluations finished but never committed (speculative misses)", self.TRIAL_TAGS)
         self.errored = _metric(counter, "trials_errored", "Evaluations that raised", self.TRIAL_TAGS)
         self.lost = _metric(counter, "trials_lost", "Evaluations lost with their evaluator (evaluated again)", self.TRIAL_TAGS)
+        cancelled = "Evaluations cancelled: made moot by a commit, or in flight when the run stopped"
+        self.cancelled = _metric(counter, "trials_cancelled", cancelled, self.TRIAL_TAGS)
         self.in_flight = _metric("Gauge", "trials_in_flight", "Evaluations running now", self.RUN_TAGS)
         self.idle = _metric("Gauge", "evaluators_idle", "Evaluators up and waiting for work", self.RUN_TAGS)
         self.baseline = _metric("Gauge", "baseline_accuracy", "Accuracy of the all-fp32 config", self.RUN_TAGS)
@@ -74,6 +76,8 @@ class RayMetrics:
             self.errored.inc(1, tags=tags)
         elif ev.status == LOST:
             self.lost.inc(1, tags=tags)
+        elif ev.status == CANCELLED:
+            self.cancelled.inc(1, tags=tags)
 
     def committed_trial(self, row: HistoryRow) -> None:
         self.committed.inc(1, tags=self._trial(row.stage))
@@ -147,6 +151,7 @@ class RunMonitor:
     def __init__(self, strategy: str, tolerance: float | None = None, stream: TextIO | None = None):
         self.strategy = strategy
         self.evaluated = self.committed = self.errored = self.lost = self.wasted = 0
+        self.cancelled = 0  # evaluations stopped once moot (or in flight when the run stopped)
         self.in_flight = self.idle = 0
         self.baseline: float | None = None
         self.goal: float | None = None
@@ -185,6 +190,7 @@ class RunMonitor:
             self._finished_rows[row.trial_id] = row
         self.errored += status == ERROR
         self.lost += status == LOST
+        self.cancelled += status == CANCELLED
         if self.metrics:
             self.metrics.completed(row)
         self._show()

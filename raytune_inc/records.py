@@ -1,7 +1,8 @@
 """Records of a run: one evaluation, one committed trial, and the result; and the words that describe them.
 
 - Status of an evaluation: `ok`, `error` (it raised or returned NaN), `rejected` (stopped once
-  it certainly failed the goal: see `running`), `cancelled` (in flight when the run stopped),
+  it certainly failed the goal: see `running`), `cancelled` (in flight when the run stopped, or
+  stopped because the committed path could no longer ask for its config: not a result),
   `lost` (its evaluator died; it is evaluated again).
 - `BASELINE_STAGE`: the stage of the all-fp32 evaluation; strategies name the other stages.
 - *Evaluated*: finished ok, error or rejected. *Wasted*: evaluated, not the baseline, never committed
@@ -99,6 +100,15 @@ class Lost:
     worker: str
     error: str
     node: str = ""  # the Ray node id the evaluator ran on
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    """What comes back for an evaluation the driver cancelled (its config moot) where the evaluator's own record is not
+    returned (Ray returns no value of a cancelled task); the evaluator lives on."""
+
+    worker: str
+    node: str = ""
 
 
 @dataclass(frozen=True)

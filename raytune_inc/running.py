@@ -20,13 +20,20 @@ Only a run whose strategy decides by meeting the goal alone gives a goal (conser
 default_first: `Strategy.decides_by_goal`); auto mixed precision ranks ops by their accuracy and
 gets every evaluation to its end, as does the baseline, a trial that meets the goal, and any
 evaluation dispatched before the baseline is known. So the committed configs, their verdicts and
-the result are those of full evaluations. No torch, no Ray.
+the result are those of full evaluations.
+
+An evaluation may also be *cancelled*: a speculative one whose config the committed path can no
+longer ask for (see `CommittedPath.may_ask`) is moot, and its evaluator is told so. It stops at
+the next point where it looks (`stop_if_cancelled`): between two `Running` steps, and, in `tune`,
+before each forward call of the model. It is recorded as cancelled, never as a result. No torch, no Ray.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +44,42 @@ ROUNDING = 1e-6
 
 class RunningError(TypeError):
     """An evaluation yielded something that breaks the `Running` protocol (its own bug): it stops the run."""
+
+
+class EvaluationCancelled(BaseException):
+    """Raised where a cancelled evaluation looks (`stop_if_cancelled`). A BaseException, as KeyboardInterrupt is, so
+    that an `except Exception` in the evaluation does not swallow it. `samples`/`samples_total`: how far a running
+    evaluation had read, where known."""
+
+    def __init__(self, samples: int | None = None, samples_total: int | None = None):
+        super().__init__("the evaluation was cancelled: the run no longer needs it")
+        self.samples, self.samples_total = samples, samples_total
+
+
+_current = threading.local()  # the cancellation check of the evaluation running in this thread
+
+
+@contextlib.contextmanager
+def cancellable(cancelled: Callable[[], bool] | None):
+    """Run an evaluation in this thread that stops where it looks once `cancelled()` is true (None: never)."""
+    previous = getattr(_current, "cancelled", None)
+    _current.cancelled = cancelled
+    try:
+        yield
+    finally:
+        _current.cancelled = previous
+
+
+def may_be_cancelled() -> bool:
+    """The evaluation running in this thread may be cancelled (it runs under `cancellable` with a check)."""
+    return getattr(_current, "cancelled", None) is not None
+
+
+def stop_if_cancelled() -> None:
+    """Raise EvaluationCancelled if the evaluation running in this thread was cancelled; nothing otherwise."""
+    cancelled = getattr(_current, "cancelled", None)
+    if cancelled is not None and cancelled():
+        raise EvaluationCancelled
 
 
 @dataclass(frozen=True)
@@ -127,7 +170,8 @@ def _check(step: Any, last: Running | None, where: str) -> Running:
 
 
 def read(values: Iterable[Running], goal: Goal | None, where: str = "the evaluation") -> Read:
-    """Read a running evaluation to its end, or until `goal` is certainly missed (then close it)."""
+    """Read a running evaluation to its end, or until `goal` is certainly missed (then close it); a cancelled one
+    (see `cancellable`) stops after the step it is at, raising EvaluationCancelled with the samples it read."""
     iterator = iter(values)
     last = None
     try:
@@ -135,6 +179,12 @@ def read(values: Iterable[Running], goal: Goal | None, where: str = "the evaluat
             last = _check(step, last, where)
             if goal is not None and last.count < last.samples and goal.certainly_missed(*last.bounds()):
                 return Read(None, last.count, last.samples, goal.best(*last.bounds()))
+            if last.count < last.samples:
+                stop_if_cancelled()
+    except EvaluationCancelled as exc:  # here, or where the evaluation itself looked (a forward call of tune's model)
+        if exc.samples is None and last is not None:
+            raise EvaluationCancelled(last.count, last.samples) from None
+        raise
     finally:
         close = getattr(iterator, "close", None)
         if close is not None:

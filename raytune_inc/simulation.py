@@ -16,13 +16,15 @@ from typing import Any
 
 from .driver import Driver
 from .evaluation import evaluate_config
+from .records import Cancelled
 from .run import TuningRun
 from .running import Goal
 from .space import Config
 
 
 class VirtualPool:
-    """A `Pool` on a virtual clock: each evaluation takes `cost` time units, evaluated in this process when it ends."""
+    """A `Pool` on a virtual clock: each evaluation takes `cost` time units, evaluated in this process when it ends; a
+    cancelled one ends at once (as one that looks between small batches nearly does)."""
 
     def __init__(self, run: TuningRun, size: int, cost: float = 1.0):
         self.run = run
@@ -42,11 +44,21 @@ class VirtualPool:
         heapq.heappush(self._finishing, (self.now + self.cost, key, precisions, goal))
         return slot
 
+    def cancel(self, payload: Any) -> bool:
+        """The evaluation of `payload` ends now, cancelled; its evaluator is free at once."""
+        key = next(k for k, (_, p) in self.in_flight.items() if p is payload)
+        self._finishing = [entry for entry in self._finishing if entry[1] != key]
+        heapq.heapify(self._finishing)
+        heapq.heappush(self._finishing, (self.now, key, None, None))
+        return True
+
     async def wait(self, timeout: float | None) -> list:
         finish, key, precisions, goal = heapq.heappop(self._finishing)
         self.now = finish
         slot, payload = self.in_flight.pop(key)
         self.idle.append(slot)
+        if precisions is None:
+            return [(payload, Cancelled(slot))]
         return [(payload, evaluate_config(self.run.evaluate, Config(self.run.space, precisions), worker=slot, goal=goal).record())]
 
 

@@ -41,6 +41,7 @@ def history_counts(history) -> dict[str, int]:
         "evaluated": sum(r["status"] in ("ok", "error") for r in rows),
         "errored": sum(r["status"] == "error" for r in rows),
         "wasted": sum(r["commit_seq"] is None and r["stage"] != "baseline" and r["status"] in ("ok", "error") for r in rows),
+        "cancelled": sum(r["status"] == "cancelled" for r in rows),
     }
 
 
@@ -53,8 +54,8 @@ def test_counts_match_the_history_of_a_parallel_run(seed):
     run.monitor.finished()
     expected = history_counts(run.history())
     m = run.monitor
-    assert (m.committed, m.evaluated, m.errored, m.wasted) == tuple(expected.values())
-    assert expected["wasted"] > 0  # 4 evaluators speculate: some guesses miss
+    assert (m.committed, m.evaluated, m.errored, m.wasted, m.cancelled) == tuple(expected.values())
+    assert expected["wasted"] + expected["cancelled"] > 0  # 4 evaluators speculate: some guesses miss (or are made moot)
     assert m.best == run.result().accuracy and m.baseline == run.baseline and m.ahead == 0
 
 
@@ -70,20 +71,20 @@ class Flaky(AdditiveLossEvaluation):
 
 @pytest.mark.usefixtures("ray_local")
 def test_ray_metrics_get_every_trial(monkeypatch):
-    names = ["trials_committed", "trials_evaluated", "trials_wasted", "trials_errored", "trials_lost"]
+    names = ["trials_committed", "trials_evaluated", "trials_wasted", "trials_errored", "trials_lost", "trials_cancelled"]
     names += ["trials_in_flight", "evaluators_idle", "baseline_accuracy", "best_accuracy", "trial_duration_seconds"]
     fakes = {name: FakeMetric() for name in names}
     monkeypatch.setattr(monitor, "_METRICS", fakes)
     space = random_space(20, seed=3)
     res = tune_space(space, Flaky(space, seed=3, cost=0.05), workers=3)  # long enough that all three evaluators take work
     expected = history_counts(res.history)
-    assert expected["errored"] > 0 and expected["wasted"] > 0
+    assert expected["errored"] > 0 and expected["wasted"] + expected["cancelled"] > 0
 
     def total(name, **tags):
         return sum(v for k, v in fakes[name].totals.items() if all((t, tags[t]) in k for t in tags))
 
     run = res.run_id[:8]
-    for name in ("committed", "evaluated", "errored", "wasted"):
+    for name in ("committed", "evaluated", "errored", "wasted", "cancelled"):
         assert total(f"trials_{name}", strategy="conservative", run=run) == expected[name], name
     stages = {dict(k)["stage"] for k in fakes["trials_committed"].totals}
     assert stages == {t.stage for t in res.trials}
@@ -147,7 +148,7 @@ def test_an_evaluator_reports_its_lowered_cache_to_the_dashboard(monkeypatch):
     space = discover_ops(model, None, None)
     evaluation = ModelEvaluation(model, lambda m: float(m(x).sum()), Calibration(), lowered_cache=1.0)
     evaluator = Evaluator("raytune-inc-abcd1234-evaluator-0")  # in this process, so that its gauges are ours to read
-    evaluator._context = SimpleNamespace(get_assigned_resources=lambda: {"CPU": 1.0})  # what Ray tells an actor
+    evaluator._context = SimpleNamespace(get_assigned_resources=lambda: {"CPU": 1.0}, is_canceled=lambda: False)  # as on Ray
     evaluator.load(space, evaluation)
     evaluator.evaluate(("int8_dynamic", "fp32"))
     tags = (("evaluator", "raytune-inc-abcd1234-evaluator-0"),)

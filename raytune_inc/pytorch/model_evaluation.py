@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Mapping
 import torch
 from torch import nn
 
-from ..running import Running, is_running
+from ..running import Running, is_running, may_be_cancelled, stop_if_cancelled
 from ..space import FP32
 from .batches import run_batch
 from .lowering import LoweredCache, applied, apply_config
@@ -69,7 +69,9 @@ class ModelEvaluation:
 
     An `eval_fn` that yields `running.Running` after each batch is read batch by batch by whoever
     runs the trial (so that a trial that surely fails the goal stops there, see `running`); the
-    config stays applied until it ends or is closed.
+    config stays applied until it ends or is closed. Where the trial may be cancelled (an
+    evaluator's, `running.cancellable`), the model looks before each forward call, so that an
+    `eval_fn` that does not yield stops too once its config is moot.
     """
 
     def __init__(
@@ -126,6 +128,8 @@ class ModelEvaluation:
         try:
             trial.enter_context(self.cache.pin(lowered))
             model = trial.enter_context(applied(self.model, config, self.calibration, self.cache))
+            if may_be_cancelled():  # an evaluator's speculative trial: it stops before a forward call once moot
+                trial.callback(model.register_forward_pre_hook(_stop_if_cancelled).remove)
             with torch.no_grad():
                 value = self.eval_fn(model)
         except BaseException:
@@ -155,3 +159,9 @@ class ModelEvaluation:
                 close()
             trial.close()
             release_freed_memory()
+
+
+@torch.compiler.disable
+def _stop_if_cancelled(module: nn.Module, args) -> None:
+    """A forward pre-hook: the trial stops before this call once it is cancelled (never traced by torch.compile)."""
+    stop_if_cancelled()

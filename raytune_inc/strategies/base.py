@@ -73,6 +73,12 @@ class ForkablePlan:
     def close(self) -> None:
         """Nothing to release (a generator's close, for the callers that treat both alike)."""
 
+    def may_ask(self, config: Config) -> bool:
+        """False only if no continuation of this plan, whatever the outcomes sent to it, gives `config` as a candidate
+        (its pending one included): the driver then cancels a speculative evaluation of it. True where the plan cannot
+        tell (the default: nothing is cancelled)."""
+        return True
+
 
 class Strategy:
     """Base of the strategies: a name, a check of the run's inputs, and the plan generator.

@@ -126,6 +126,28 @@ class ConservativePlan(ForkablePlan):
             self._op += 1
         return self._next()
 
+    def may_ask(self, config: Config) -> bool:
+        """Every candidate from here on is the accepted config with ops of the remaining items (this step's ops from
+        the pending one, the later steps') set to their item's dtype: an op that no remaining item of a dtype holds
+        keeps its accepted precision or takes another remaining item's."""
+        if not self._started:
+            return True
+        if self._candidate is None:
+            return False
+        accepted = self._accepted
+        names = config.space.names
+        changed = [(names[i], p) for i, (p, a) in enumerate(zip(config.precisions, accepted.precisions, strict=True)) if p != a]
+        if not changed:
+            return False  # the accepted config itself: every candidate changes at least one op of it
+        dtypes: dict[str, set[str]] = {}
+        dtype, group = self._steps[self._step]
+        for name in group[max(self._op, 0) :]:
+            dtypes.setdefault(name, set()).add(dtype)
+        for dtype, group in self._steps[self._step + 1 :]:
+            for name in group:
+                dtypes.setdefault(name, set()).add(dtype)
+        return all(precision in dtypes.get(name, ()) for name, precision in changed)
+
     def _next(self) -> Candidate:
         if self._step == len(self._steps):
             self._candidate = None

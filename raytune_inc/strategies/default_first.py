@@ -107,6 +107,11 @@ class DefaultFirstPlan(ForkablePlan):
                 raise
         raise StopIteration
 
+    def may_ask(self, config: Config) -> bool:
+        if self._state == "then":
+            return self._then.may_ask(config)
+        return self._state != "done"  # before `then` starts, anything of its walk may come
+
     def close(self) -> None:
         if self._then is not None:
             self._then.close()

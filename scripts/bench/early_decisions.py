@@ -1,21 +1,23 @@
 """Early decisions: tune() with evaluations read batch by batch, a trial stopped once it surely fails, against every
 evaluation read to its end, at 0, 1 and 4 evaluators.
 
-    .venv/bin/python scripts/bench/early_decisions.py [--workloads resnet minilm] [--workers 0 1 4]
+    .venv/bin/python scripts/bench/early_decisions.py [--workloads resnet minilm outliers] [--workers 0 1 4]
         [--precisions int8] [--out scripts/bench/results/early_decisions-report.json]
 
-Two workloads, each with a per-sample metric against the FP32 model (no labels), yielding
+Three workloads, each with a per-sample metric against the FP32 model (no labels), yielding
 `raytune_inc.Running` after each batch and padded to `pad` seconds per full evaluation (a sleep
 after each batch, in proportion to its samples: the cost of a real evaluation set, which reads
 data and runs far more samples): the ResNet-style digits network of `raytune_inc.examples.resnet`
 (top-1 agreement with the FP32 model on its 540 test images, 36 a batch, each 0 or 1; relative
 0.2% tolerance: at most one image of 540 may change its class) and all-MiniLM-L6-v2 (each
 sentence's cosine similarity to the FP32 embedding, in [-1, 1], 8 sentences a batch; relative 0.15%),
-conservative over `--precisions` (int8 by default: bf16 is emulated on a CPU without AVX512-BF16,
+and the residual MLP of `raytune_inc.examples.outliers`, whose int8 trials do fail (29 Linear, 7 of them
+fed outlier channels; each of 256 inputs' cosine similarity to the FP32 output, 16 a batch; relative
+0.1%), conservative over `--precisions` (int8 by default: bf16 is emulated on a CPU without AVX512-BF16,
 where a bf16 trial costs ten times an int8 one). Ray is started once, before the runs, sized to the machine. For each run: the wall time of
 `tune`, the samples every evaluation read (the baseline and speculative ones included) of those
 they would have read to the end, and those of the evaluations that failed the goal, evaluations,
-rejected ones, committed trials. Every run must commit the configs and verdicts of the first run
+rejected ones, moot speculative ones cancelled, committed trials. Every run must commit the configs and verdicts of the first run
 (the sequential one, every evaluation read to its end) and give the same result, or the script
 fails.
 """
@@ -32,10 +34,12 @@ import torch
 from common import machine, write_json  # this folder is first on sys.path
 
 from raytune_inc import AccuracyCriterion, Running, tune
+from raytune_inc.evaluation import MOOT
 
 WORKLOADS = {
     "resnet": {"pad": 3.0, "batch": 36, "accuracy": 0.002, "max_trials": 100},
     "minilm": {"pad": 3.0, "batch": 8, "accuracy": 0.0015, "max_trials": 24},
+    "outliers": {"pad": 3.0, "batch": 16, "accuracy": 0.001, "max_trials": 100},
 }
 
 
@@ -56,6 +60,25 @@ class Agreement:
             total += float((model(part.to(device)).argmax(1).cpu() == self.expected[start : start + self.batch]).sum())
             time.sleep(self.pad * len(part) / n)
             yield Running(total, start + len(part), n)
+
+
+class OutputSimilarity:
+    """eval_fn yielding Running: each input's cosine similarity of the model's output to the FP32 model's (in
+    [-1, 1]), `batch` inputs at a time, `pad` seconds per full evaluation."""
+
+    def __init__(self, reference, inputs: torch.Tensor, batch: int, pad: float):
+        self.inputs, self.batch, self.pad = inputs, batch, pad
+        with torch.no_grad():
+            self.expected = reference(inputs).float()
+
+    def __call__(self, model):
+        n, total = len(self.inputs), 0.0
+        device = next(model.parameters()).device
+        for start in range(0, n, self.batch):
+            out = model(self.inputs[start : start + self.batch].to(device)).float().cpu()
+            total += float(torch.nn.functional.cosine_similarity(out, self.expected[start : start + self.batch], dim=-1).sum())
+            time.sleep(self.pad * len(out) / n)
+            yield Running(total, start + len(out), n, low=-1.0, high=1.0)
 
 
 class EmbeddingAgreement:
@@ -89,6 +112,11 @@ def workload(name: str):
         model = resnet.trained_model()
         _, _, images, _ = resnet.dataset()
         return model, Agreement(model, images, spec["batch"], spec["pad"]), resnet.calibration_batches()
+    if name == "outliers":
+        from raytune_inc.examples import outliers
+
+        model = outliers.model()
+        return model, OutputSimilarity(model, outliers.inputs(), spec["batch"], spec["pad"]), outliers.calibration_batches()
     from raytune_inc.examples import encoder
 
     model = encoder.pretrained_model()
@@ -124,6 +152,7 @@ def one_run(name: str, workers: int, early: bool, precisions: tuple[str, ...]) -
         "failing_samples_total": sum(r["samples_total"] or 0 for r in failing),
         "evaluations": res.evaluations,
         "rejected": sum(r["status"] == "rejected" for r in rows),
+        "cancelled": sum(r["status"] == "cancelled" and r["error"] == MOOT for r in rows),  # not those the run's end stopped
         "failing_trials": sum(not t.meets for t in res.trials),
         "trials": len(res.trials),
         "verdicts": [(t.config, t.meets, t.stage) for t in res.trials],
@@ -160,6 +189,7 @@ def main() -> None:
                 print(
                     f"  {name} w={workers} early={'on ' if early else 'off'} wall {r['wall_s']:.1f} s "
                     f"samples {r['samples']}/{r['samples_total']} evaluations {r['evaluations']} rejected {r['rejected']} "
+                    f"cancelled {r['cancelled']} "
                     f"trials {r['trials']} (failing {r['failing_trials']})",
                     flush=True,
                 )
@@ -176,7 +206,7 @@ def report(runs: list[dict], args) -> dict:
         "wall time of tune",
         "samples read (of those read to the end)",
         "by the evaluations that fail",
-        "evaluations (rejected)",
+        "evaluations (rejected, cancelled)",
         "committed trials (failing)",
         "same trials and result",
     ]
@@ -189,7 +219,7 @@ def report(runs: list[dict], args) -> dict:
             f"{r['samples']} of {r['samples_total']} ({r['samples'] / r['samples_total']:.0%})",
             f"{r['failing_samples']} of {r['failing_samples_total']}"
             + (f" ({r['failing_samples'] / r['failing_samples_total']:.0%})" if r["failing_samples_total"] else ""),
-            f"{r['evaluations']} ({r['rejected']})",
+            f"{r['evaluations']} ({r['rejected']}, {r.get('cancelled', 0)})",
             f"{r['trials']} ({r['failing_trials']})",
             "yes",
         ]
@@ -199,7 +229,10 @@ def report(runs: list[dict], args) -> dict:
         "Each evaluation padded to 3 s when read to its end (a sleep after each batch, in proportion to its samples), "
         f"sensitivity off, conservative over {' and '.join(args.precisions)}. Samples read: by every evaluation of the run, the "
         "baseline and speculative ones included (one dispatched before the baseline is known is read to its end); by the "
-        "evaluations that fail: those a rejection can shorten (every other one is read to its end, as it must be).",
+        "evaluations that fail: those a rejection can shorten (every other one is read to its end, as it must be). "
+        "Cancelled: speculative evaluations a commit made moot, stopped part way on their evaluator (early decisions "
+        "on; counted among the evaluations; Ray returns nothing of a cancelled task, so their samples are not known and "
+        "count as none, and samples are compared in-process only).",
     ]
     for name in args.workloads:
         sel = {(r["workers"], r["early"]): r for r in runs if r["workload"] == name}
@@ -208,9 +241,12 @@ def report(runs: list[dict], args) -> dict:
         for workers in args.workers:
             on, off = sel.get((workers, True)), sel.get((workers, False))
             if on and off:
-                fewer = 1 - on["samples"] / off["samples"]
                 ratio = off["wall_s"] / on["wall_s"]
-                notes.append(f"{name}, {workers} evaluators: {fewer:.0%} fewer samples read, wall time {ratio:.2f}x shorter.")
+                if on.get("cancelled"):  # their samples are not known: a count of samples would flatter the run
+                    read = f"{on['cancelled']} evaluations cancelled part way (their samples not known)"
+                else:
+                    read = f"{1 - on['samples'] / off['samples']:.0%} fewer samples read"
+                notes.append(f"{name}, {workers} evaluators: {read}, wall time {ratio:.2f}x shorter.")
         on, off = sel.get((0, True)), sel.get((0, False))
         if on and off and off["failing_samples"]:
             fewer = 1 - on["failing_samples"] / off["failing_samples"]

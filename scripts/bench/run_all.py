@@ -22,8 +22,8 @@ Parts, each a script of this folder that can also run alone (their commands are 
   7 int8-sensitive layers (0.5 s evaluations) and on MiniLM (1 s evaluations) (parallel.py); beside it, the same
   driver on a virtual clock with no prior, a perfect one and a noisy one (simulate_speculation.py).
 - early_decisions: tune() with evaluations read batch by batch, a trial stopped once it surely fails, against every
-  evaluation read to its end, on the ResNet-style digits network and MiniLM, at 0, 1 and 4 evaluators
-  (early_decisions.py).
+  evaluation read to its end, and moot speculative evaluations cancelled, on the ResNet-style digits network,
+  MiniLM and the outlier MLP, at 0, 1 and 4 evaluators (early_decisions.py).
 - llm_scale: Llama-style decoders of about 0.2B, 0.5B and 1B parameters tuned in-process and on 1, 2 and 4
   evaluators: peak memory in use (system-wide and per process as PSS), time to the first trial, per-trial overhead
   outside the evaluation, wall time, committed trials identical; at 1B the sensitivity measurement's cost
