@@ -253,11 +253,14 @@ class EvaluatorPool:
         self._refs[future] = ref
         return slot.name
 
+    def _future_of(self, payload: Any) -> asyncio.Future:
+        return next(f for f, (_, p) in self.in_flight.items() if p is payload)
+
     def cancel(self, payload: Any) -> bool:
         """Cancel the evaluation of `payload` on its evaluator (`ray.cancel`: the evaluator sees it where it looks, see
         `actors.evaluator`, and lives on); it comes back from `wait` as `Cancelled`, or with its record if it ended
         first. False for an evaluation in the driver's process."""
-        future = next(f for f, (_, p) in self.in_flight.items() if p is payload)
+        future = self._future_of(payload)
         if future not in self._refs:
             return False
         ray.cancel(self._refs[future])
@@ -315,7 +318,7 @@ class EvaluatorPool:
     def kill(self, payload: Any) -> tuple[str, str]:
         """Kill the evaluator running the evaluation of `payload` (past its deadline) and start another with its share;
         returns the killed evaluator's name and node. That evaluation never comes back from `wait`."""
-        future = next(f for f, (_, p) in self.in_flight.items() if p is payload)
+        future = self._future_of(payload)
         slot, _ = self.in_flight.pop(future)
         self._refs.pop(future, None)
         future.cancel()

@@ -89,7 +89,6 @@ class Driver:
         self.max_lost = max_lost
         self.eval_timeout = eval_timeout
         self.deadlines: dict[HistoryRow, float] = {}  # evaluations in flight -> monotonic time they must end by
-        self.cancelling: set[HistoryRow] = set()  # moot evaluations told to stop, until they come back
         self.moot: set[Config] = set()  # configs cancelled: never speculated on again (the committed path may still ask)
         self.model = PassModel(run.space, run.criterion)
         if run.prior is not None:
@@ -130,8 +129,7 @@ class Driver:
         if path is None or path.done or not self.run.early_decisions:
             return
         for _, row in list(self.pool.in_flight.values()):
-            if row not in self.cancelling and not path.may_ask(row.config) and self.pool.cancel(row):
-                self.cancelling.add(row)
+            if row.config not in self.moot and not path.may_ask(row.config) and self.pool.cancel(row):
                 self.moot.add(row.config)
 
     def _wait_timeout(self) -> float | None:
@@ -143,7 +141,6 @@ class Driver:
     def _finish(self, row: HistoryRow, record: tuple | Lost | Failed) -> None:
         run = self.run
         self.deadlines.pop(row, None)
-        self.cancelling.discard(row)
         if isinstance(record, Cancelled):
             record = Evaluation(row.config, None, CANCELLED, MOOT, row.dispatched, time.time(), record.worker, record.node).record()
         if isinstance(record, Failed):
